@@ -1,0 +1,80 @@
+"""The one error type of mlengine and its codes.
+
+Every layer raises :class:`MLEngineError`; the API maps it to HTTP in exactly one place
+(``mlengine.api.errors``) using the Google API error shape
+``{"error": {"code": 404, "message": "...", "status": "NOT_FOUND"}}``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class Code(enum.Enum):
+    """Google API canonical codes with their HTTP status."""
+
+    INVALID_ARGUMENT = 400
+    FAILED_PRECONDITION = 400
+    OUT_OF_RANGE = 400
+    UNAUTHENTICATED = 401
+    PERMISSION_DENIED = 403
+    NOT_FOUND = 404
+    ALREADY_EXISTS = 409
+    ABORTED = 409
+    PAYLOAD_TOO_LARGE = 413
+    RESOURCE_EXHAUSTED = 429
+    INTERNAL = 500
+    UNIMPLEMENTED = 501
+    UNAVAILABLE = 503
+    DEADLINE_EXCEEDED = 504
+
+    @property
+    def http_status(self) -> int:
+        return int(self.value)
+
+
+class MLEngineError(Exception):
+    """An error with a canonical code and a message meant for the user.
+
+    The message must name the problem (the field, the resource, the file) so the user can act
+    on it without reading a stack trace.
+    """
+
+    def __init__(
+        self, code: Code, message: str, *, details: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or []
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "code": self.code.http_status,
+            "message": self.message,
+            "status": self.code.name,
+        }
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+    def __repr__(self) -> str:
+        return f"MLEngineError({self.code.name}, {self.message!r})"
+
+
+def invalid(field: str, problem: str) -> MLEngineError:
+    """A 400 INVALID_ARGUMENT naming the offending field, e.g. ``invalid("jobId", "...")``."""
+    return MLEngineError(Code.INVALID_ARGUMENT, f"Field: {field} Error: {problem}")
+
+
+def not_found(what: str) -> MLEngineError:
+    return MLEngineError(Code.NOT_FOUND, f"{what} not found.")
+
+
+def already_exists(what: str) -> MLEngineError:
+    return MLEngineError(Code.ALREADY_EXISTS, f"{what} already exists.")
+
+
+def failed_precondition(message: str) -> MLEngineError:
+    return MLEngineError(Code.FAILED_PRECONDITION, message)

@@ -1,0 +1,1 @@
+"""Training jobs: job spec, packaging, environments, cluster spec, scheduler, executors."""
