@@ -35,6 +35,10 @@ class Settings:
         default=None,
         metadata={"env": "MLE_TOKEN", "help": "Bearer token for clients; default: the admin token file under MLE_HOME."},
     )
+    project: str = field(
+        default="mlengine",
+        metadata={"env": "MLE_PROJECT", "help": "Default project id in resource names (projects/PROJECT/...)."},
+    )
     database_url: str | None = field(
         default=None,
         metadata={"env": "MLE_DATABASE_URL", "help": "SQLAlchemy URL of the metadata store (sqlite:///... or postgresql://...); default: SQLite under MLE_HOME."},

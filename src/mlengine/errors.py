@@ -14,24 +14,25 @@ from typing import Any
 class Code(enum.Enum):
     """Google API canonical codes with their HTTP status."""
 
-    INVALID_ARGUMENT = 400
-    FAILED_PRECONDITION = 400
-    OUT_OF_RANGE = 400
-    UNAUTHENTICATED = 401
-    PERMISSION_DENIED = 403
-    NOT_FOUND = 404
-    ALREADY_EXISTS = 409
-    ABORTED = 409
-    PAYLOAD_TOO_LARGE = 413
-    RESOURCE_EXHAUSTED = 429
-    INTERNAL = 500
-    UNIMPLEMENTED = 501
-    UNAVAILABLE = 503
-    DEADLINE_EXCEEDED = 504
+    INVALID_ARGUMENT = (400, "INVALID_ARGUMENT")
+    FAILED_PRECONDITION = (400, "FAILED_PRECONDITION")
+    OUT_OF_RANGE = (400, "OUT_OF_RANGE")
+    UNAUTHENTICATED = (401, "UNAUTHENTICATED")
+    PERMISSION_DENIED = (403, "PERMISSION_DENIED")
+    NOT_FOUND = (404, "NOT_FOUND")
+    ALREADY_EXISTS = (409, "ALREADY_EXISTS")
+    ABORTED = (409, "ABORTED")
+    PAYLOAD_TOO_LARGE = (413, "PAYLOAD_TOO_LARGE")
+    RESOURCE_EXHAUSTED = (429, "RESOURCE_EXHAUSTED")
+    INTERNAL = (500, "INTERNAL")
+    UNIMPLEMENTED = (501, "UNIMPLEMENTED")
+    UNAVAILABLE = (503, "UNAVAILABLE")
+    DEADLINE_EXCEEDED = (504, "DEADLINE_EXCEEDED")
 
     @property
     def http_status(self) -> int:
-        return int(self.value)
+        # Values are (status, name) so codes sharing a status stay distinct members.
+        return int(self.value[0])
 
 
 class MLEngineError(Exception):

@@ -1,0 +1,71 @@
+"""``projects.jobs``: create, get, list, cancel, patch (labels), and logs (mlengine)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from mlengine.api.body import read_json
+from mlengine.training.service import JobService
+
+router = APIRouter()
+
+
+def _service(request: Request) -> JobService:
+    return request.app.state.jobs  # type: ignore[no-any-return]
+
+
+@router.post("/v1/projects/{project}/jobs")
+async def create_job(project: str, request: Request) -> dict[str, Any]:
+    body = await read_json(request)
+    return await _run(request, _service(request).create, project, body)
+
+
+@router.get("/v1/projects/{project}/jobs")
+async def list_jobs(
+    project: str,
+    request: Request,
+    filter: str | None = None,  # noqa: A002 - the API's parameter name
+    pageSize: int | None = Query(default=None),  # noqa: N803
+    pageToken: str | None = Query(default=None),  # noqa: N803
+) -> dict[str, Any]:
+    return await _run(request, _service(request).list, project, filter, pageSize, pageToken)
+
+
+@router.get("/v1/projects/{project}/jobs/{job}")
+async def get_job(project: str, job: str, request: Request) -> dict[str, Any]:
+    return await _run(request, _service(request).get, project, job)
+
+
+@router.patch("/v1/projects/{project}/jobs/{job}")
+async def patch_job(
+    project: str, job: str, request: Request, updateMask: str | None = None  # noqa: N803
+) -> dict[str, Any]:
+    body = await read_json(request)
+    return await _run(request, _service(request).patch, project, job, body, updateMask)
+
+
+@router.post("/v1/projects/{project}/jobs/{job}:cancel")
+async def cancel_job(project: str, job: str, request: Request) -> dict[str, Any]:
+    await read_json(request, required=False)
+    return await _run(request, _service(request).cancel, project, job)
+
+
+@router.get("/v1/projects/{project}/jobs/{job}/logs")
+async def job_logs(
+    project: str,
+    job: str,
+    request: Request,
+    taskName: str | None = None,  # noqa: N803
+    pageToken: str | None = None,  # noqa: N803
+    pageSize: int | None = None,  # noqa: N803
+) -> dict[str, Any]:
+    return await _run(request, _service(request).logs, project, job, taskName, pageToken, pageSize)
+
+
+async def _run(request: Request, fn: Any, *args: Any) -> Any:
+    """Run blocking store work off the event loop."""
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)

@@ -1,0 +1,149 @@
+"""The control-plane process: ``python -m mlengine.api.server --host H --port P``.
+
+Start-up: open (and migrate) the metadata store, make sure the admin token exists, start the
+scheduler (which reconciles jobs a previous process left behind), then serve HTTP. Once the
+socket listens, ``MLE_HOME/server.json`` records the URL and pid for clients; a clean
+shutdown (SIGTERM/SIGINT) removes it. Replicas are never stopped by a server shutdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import mlengine
+from mlengine.config import Settings, load_settings
+from mlengine.errors import MLEngineError
+
+log = logging.getLogger("mlengine.server")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (mode 0600), atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def ensure_admin_token(settings: Settings, repo: Any) -> None:
+    """On first start create the ``admin`` token and write it to ``MLE_HOME/admin_token``."""
+    path = settings.token_file
+    if path.exists():
+        token = path.read_text().strip()
+        if repo.find(token) is not None:
+            os.chmod(path, 0o600)
+            return
+    for row in repo.all():
+        if row.name == "admin":
+            repo.delete("admin")
+    _row, secret = repo.create("admin", "admin")
+    write_private(path, secret + "\n")
+
+
+def build_components(settings: Settings) -> dict[str, Any]:
+    from mlengine.store.database import open_database
+    from mlengine.store.jobs import JobRepository
+    from mlengine.store.tokens import TokenRepository
+    from mlengine.training.environments import EnvironmentCache
+    from mlengine.training.executors import create_executor
+    from mlengine.training.scheduler import Scheduler
+    from mlengine.training.service import JobService
+
+    db = open_database(settings.resolved_database_url)
+    token_repo = TokenRepository(db)
+    ensure_admin_token(settings, token_repo)
+    job_repo = JobRepository(db)
+    executor = create_executor(settings)
+    scheduler = Scheduler(settings, job_repo, executor, EnvironmentCache(settings.envs_dir))
+    service = JobService(settings, job_repo, scheduler.wake)
+    return {"db": db, "token_repo": token_repo, "job_repo": job_repo, "executor": executor,
+            "scheduler": scheduler, "job_service": service}
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from mlengine.api.app import create_app
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.home, 0o700)
+    parts = build_components(settings)
+    scheduler = parts["scheduler"]
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound_port = sock.getsockname()[1]
+    url_host = f"[{host}]" if ":" in host else host
+    url = f"http://{url_host}:{bound_port}"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        scheduler.start()
+        yield
+        scheduler.stop()
+
+    app = create_app(settings=settings, job_service=parts["job_service"],
+                     token_repo=parts["token_repo"], lifespan=lifespan)
+
+    class RecordingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            write_private(settings.server_file, json.dumps({
+                "url": url, "pid": os.getpid(), "host": host, "port": bound_port,
+                "version": mlengine.__version__,
+                "startedAt": dt.datetime.now(dt.timezone.utc).isoformat(),
+            }))
+            log.info("mlengine %s listening on %s (executor: %s, store: %s)", mlengine.__version__,
+                     url, settings.executor, settings.resolved_database_url.split("@")[-1])
+
+    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
+                            timeout_graceful_shutdown=5, lifespan="on")
+    server = RecordingServer(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        with contextlib.suppress(Exception):
+            recorded = json.loads(settings.server_file.read_text())
+            if recorded.get("pid") == os.getpid():
+                settings.server_file.unlink()
+        parts["executor"].close()
+        parts["db"].dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlengine-server", description="The mlengine control plane.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--executor", default=None, help="local | ray (default: MLE_EXECUTOR or local)")
+    parser.add_argument("--ray-address", default=None)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(executor=args.executor, ray_address=args.ray_address,
+                                 database_url=args.database_url)
+        serve(settings, args.host, args.port)
+    except MLEngineError as exc:
+        print(f"ERROR: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"ERROR: cannot start the server: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Job and replica repository.
+
+Contract: every method is its own transaction and returns detached rows (safe to read after
+the call, never to mutate and expect persistence). Concurrent writers (API threads, the
+scheduler) go through :meth:`JobRepository.update`, which reads and writes in one transaction
+with a row lock on PostgreSQL and the process-wide write lock on SQLite.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from mlengine.errors import already_exists, invalid, not_found
+from mlengine.store.database import Database
+from mlengine.store.models import JobRow, ReplicaRow
+from mlengine.store.timeutil import utcnow
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+
+def etag_of(row: JobRow) -> str:
+    digest = hashlib.sha256(f"{row.id}:{row.version}".encode()).digest()[:8]
+    return base64.b64encode(digest).decode()
+
+
+def _encode_token(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode()
+
+
+def _decode_token(token: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+        kind, value = text.split(":", 1)
+        if kind != "id":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("pageToken", "is not a token returned by a previous list call") from None
+
+
+class JobRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # Jobs ---------------------------------------------------------------------------------
+    def create(
+        self,
+        project: str,
+        job_id: str,
+        *,
+        state: str,
+        training_input: dict[str, Any],
+        labels: dict[str, str],
+        internal: dict[str, Any] | None = None,
+    ) -> JobRow:
+        row = JobRow(
+            project=project,
+            job_id=job_id,
+            state=state,
+            create_time=utcnow(),
+            error_message="",
+            training_input=training_input,
+            training_output={},
+            labels=labels,
+            internal=internal or {},
+            version=1,
+        )
+        try:
+            with self.db.session() as s:
+                s.add(row)
+                s.flush()
+        except IntegrityError:
+            raise already_exists(f"Job projects/{project}/jobs/{job_id}") from None
+        return row
+
+    def get(self, project: str, job_id: str) -> JobRow:
+        with self.db.session() as s:
+            row = s.scalar(select(JobRow).where(JobRow.project == project, JobRow.job_id == job_id))
+        if row is None:
+            raise not_found(f"Job projects/{project}/jobs/{job_id}")
+        return row
+
+    def get_by_pk(self, pk: int) -> JobRow:
+        with self.db.session() as s:
+            row = s.get(JobRow, pk)
+        if row is None:
+            raise not_found(f"Job #{pk}")
+        return row
+
+    def update(self, pk: int, change: Callable[[JobRow], None]) -> JobRow:
+        """Apply ``change`` to the freshest row inside one transaction; bumps the etag."""
+        with self.db.session() as s:
+            stmt = select(JobRow).where(JobRow.id == pk)
+            if not self.db.is_sqlite:
+                stmt = stmt.with_for_update()
+            row = s.scalar(stmt)
+            if row is None:
+                raise not_found(f"Job #{pk}")
+            change(row)
+            # JSON columns are replaced, never mutated in place, so SQLAlchemy sees the change.
+            row.version = row.version + 1
+        return row
+
+    def list_page(
+        self,
+        project: str,
+        predicate: Callable[[JobRow], bool],
+        page_size: int | None,
+        page_token: str | None,
+    ) -> tuple[list[JobRow], str | None]:
+        """Newest first. ``predicate`` filters rows (the API compiles the user's filter)."""
+        size = page_size if page_size else DEFAULT_PAGE_SIZE
+        if size < 0:
+            raise invalid("pageSize", "must not be negative")
+        size = min(size, MAX_PAGE_SIZE)
+        before = _decode_token(page_token) if page_token else None
+        result: list[JobRow] = []
+        batch = 500
+        with self.db.session() as s:
+            cursor = before
+            while len(result) <= size:
+                stmt = select(JobRow).where(JobRow.project == project)
+                if cursor is not None:
+                    stmt = stmt.where(JobRow.id < cursor)
+                rows = list(s.scalars(stmt.order_by(JobRow.id.desc()).limit(batch)))
+                if not rows:
+                    break
+                for row in rows:
+                    if predicate(row):
+                        result.append(row)
+                        if len(result) > size:
+                            break
+                cursor = rows[-1].id
+        if len(result) > size:
+            return result[:size], _encode_token(result[size - 1].id)
+        return result, None
+
+    def in_states(self, states: Iterable[str]) -> list[JobRow]:
+        with self.db.session() as s:
+            return list(s.scalars(select(JobRow).where(JobRow.state.in_(list(states))).order_by(JobRow.id)))
+
+    def queue_position(self, row: JobRow) -> int:
+        """1-based position among QUEUED jobs (0 when the job is not queued)."""
+        if row.state != "QUEUED":
+            return 0
+        with self.db.session() as s:
+            ahead = s.scalar(
+                select(func.count()).select_from(JobRow).where(JobRow.state == "QUEUED", JobRow.id < row.id)
+            )
+        return int(ahead or 0) + 1
+
+    # Replicas -----------------------------------------------------------------------------
+    def add_replica(self, replica: ReplicaRow) -> ReplicaRow:
+        with self.db.session() as s:
+            s.add(replica)
+            s.flush()
+        return replica
+
+    def replicas(self, job_pk: int) -> list[ReplicaRow]:
+        with self.db.session() as s:
+            return list(s.scalars(select(ReplicaRow).where(ReplicaRow.job_pk == job_pk).order_by(ReplicaRow.id)))
+
+    def update_replica(self, replica_pk: int, **values: Any) -> None:
+        with self.db.session() as s:
+            row = s.get(ReplicaRow, replica_pk)
+            if row is None:
+                raise not_found(f"Replica #{replica_pk}")
+            for key, value in values.items():
+                setattr(row, key, value)
+
+    def delete_replicas(self, job_pk: int, names: Sequence[str] | None = None) -> None:
+        with self.db.session() as s:
+            for row in s.scalars(select(ReplicaRow).where(ReplicaRow.job_pk == job_pk)):
+                if names is None or row.task_name in names:
+                    s.delete(row)

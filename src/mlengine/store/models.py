@@ -1,0 +1,67 @@
+"""SQLAlchemy table definitions. Changing a table means adding an Alembic migration."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class JobRow(Base):
+    """A training (or tuning) job. ``internal`` holds scheduler state users never see."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("project", "job_id", name="uq_jobs_project_job_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project: Mapped[str] = mapped_column(String(128), index=True)
+    job_id: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    start_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    end_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    training_input: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    training_output: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    internal: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class ReplicaRow(Base):
+    """One process of a job as launched by an executor; ``handle`` is the executor's record
+    (pid, files, actor id...) needed to find the replica again after a server restart."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (UniqueConstraint("job_pk", "task_name", name="uq_replicas_job_task"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_pk: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    task_name: Mapped[str] = mapped_column(String(64))
+    task_type: Mapped[str] = mapped_column(String(16))
+    task_index: Mapped[int] = mapped_column(Integer)
+    executor: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    handle: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    start_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    end_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TokenRow(Base):
+    """An API token. Only its SHA-256 is stored; the token itself is shown once."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,133 @@
+"""Local executor: every replica is a supervisor process plus the trainer, in their own
+session on this machine (see :mod:`mlengine.training.executors.supervisor`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlengine.config import Settings
+from mlengine.training.executors._base import Executor, ReplicaLaunch, ReplicaStatus
+
+
+def _proc_start_ticks(pid: int) -> tuple[int, str] | None:
+    """(start time in clock ticks, state letter) from /proc, or None if no such process.
+    The start time tells a reused pid from ours."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    rest = stat.rsplit(")", 1)[1].split()
+    return int(rest[19]), rest[0]
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def launch(self, launch: ReplicaLaunch) -> dict[str, Any]:
+        launch.cwd.mkdir(parents=True, exist_ok=True)
+        launch.log_file.parent.mkdir(parents=True, exist_ok=True)
+        launch.status_file.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **launch.env}
+        argv = [
+            sys.executable, "-m", "mlengine.training.executors.supervisor",
+            "--task-name", launch.task_name,
+            "--log-file", str(launch.log_file),
+            "--status-file", str(launch.status_file),
+            "--cwd", str(launch.cwd),
+            "--", *launch.argv,
+        ]
+        supervisor_log = launch.status_file.with_suffix(".supervisor.log")
+        with open(supervisor_log, "ab") as out:
+            proc = subprocess.Popen(
+                argv, cwd=launch.cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True, close_fds=True,
+            )
+        self._children[proc.pid] = proc
+        ticks = _proc_start_ticks(proc.pid)
+        return {
+            "pid": proc.pid,
+            "pgid": proc.pid,
+            "startTicks": ticks[0] if ticks else None,
+            "statusFile": str(launch.status_file),
+            "logFile": str(launch.log_file),
+        }
+
+    def _read_status(self, handle: dict[str, Any]) -> ReplicaStatus | None:
+        path = Path(handle["statusFile"])
+        try:
+            status = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return ReplicaStatus("lost", None, f"its exit status file {path} is unreadable")
+        return ReplicaStatus("exited", int(status["exitCode"]), status.get("message", ""))
+
+    def _alive(self, handle: dict[str, Any]) -> bool:
+        pid = int(handle["pid"])
+        child = self._children.get(pid)
+        if child is not None:
+            if child.poll() is None:
+                return True
+            self._children.pop(pid, None)
+            return False
+        info = _proc_start_ticks(pid)
+        if info is None:
+            return False
+        ticks, state = info
+        if state in ("Z", "X"):
+            return False
+        return handle.get("startTicks") is None or ticks == handle["startTicks"]
+
+    def poll(self, handle: dict[str, Any]) -> ReplicaStatus:
+        status = self._read_status(handle)
+        if status is not None:
+            self._reap(handle)
+            return status
+        if self._alive(handle):
+            return ReplicaStatus("running")
+        # The supervisor may have written its status just before exiting.
+        status = self._read_status(handle)
+        if status is not None:
+            return status
+        return ReplicaStatus(
+            "lost", None,
+            "its process vanished without an exit status (it was killed, or the machine restarted)",
+        )
+
+    def _reap(self, handle: dict[str, Any]) -> None:
+        child = self._children.get(int(handle["pid"]))
+        if child is not None and child.poll() is not None:
+            self._children.pop(int(handle["pid"]), None)
+
+    def signal(self, handle: dict[str, Any], signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(handle["pgid"]), signum)
+
+    def group_alive(self, handle: dict[str, Any]) -> bool:
+        """Whether any process of the replica's group is still alive."""
+        try:
+            os.killpg(int(handle["pgid"]), 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        # Our own zombie children still count for killpg(…, 0); reap and check again.
+        self._reap(handle)
+        try:
+            os.killpg(int(handle["pgid"]), 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def close(self) -> None:
+        self._children.clear()

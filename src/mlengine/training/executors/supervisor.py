@@ -1,0 +1,140 @@
+"""Replica supervisor: the small mlengine process that owns one trainer process.
+
+Run as ``python -m mlengine.training.executors.supervisor --task-name T --log-file F
+--status-file S --cwd D -- ARGV...`` in its own session (process group), detached from the
+control plane. It starts ARGV in the same process group, turns its stdout/stderr into
+timestamped JSON log lines (stdout → INFO; stderr → the level the line announces, else
+ERROR), and when the trainer ends writes its exit status durably to the status file. It
+keeps no state anywhere else, so the control plane can die and come back at any time.
+
+It imports nothing heavy: it starts in tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from typing import IO, Any
+
+_LEVEL_RE = re.compile(
+    r"^\s*(?:\[?(?P<word>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL)\b\]?|(?P<glog>[IWEF])\d{4} )"
+)
+_GLOG = {"I": "INFO", "W": "WARNING", "E": "ERROR", "F": "CRITICAL"}
+
+
+def severity_of(line: str, stream: str) -> str:
+    if stream == "stdout":
+        return "INFO"
+    match = _LEVEL_RE.match(line)
+    if not match:
+        return "ERROR"
+    if match.group("glog"):
+        return _GLOG[match.group("glog")]
+    word = match.group("word")
+    return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(word, word)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LogWriter:
+    def __init__(self, path: str, task_name: str) -> None:
+        self.file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        self.task_name = task_name
+        self.lock = threading.Lock()
+
+    def write(self, severity: str, message: str) -> None:
+        record = {"timestamp": now(), "severity": severity, "taskName": self.task_name, "message": message}
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self.lock:
+            self.file.write(line)
+
+    def pump(self, stream: IO[bytes], name: str) -> None:
+        for raw in iter(stream.readline, b""):
+            text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            # Progress bars redraw with \r: keep what was last drawn.
+            text = text.rsplit("\r", 1)[-1] if "\r" in text else text
+            self.write(severity_of(text, name), text)
+        stream.close()
+
+
+def write_status(path: str, status: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(status, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlengine-supervisor")
+    parser.add_argument("--task-name", required=True)
+    parser.add_argument("--log-file", required=True)
+    parser.add_argument("--status-file", required=True)
+    parser.add_argument("--cwd", required=True)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    log = LogWriter(args.log_file, args.task_name)
+
+    terminating = threading.Event()
+
+    def on_term(signum: int, _frame: Any) -> None:
+        # The whole process group gets the signal; the trainer decides how to stop.
+        terminating.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    started = now()
+    try:
+        child = subprocess.Popen(
+            command, cwd=args.cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+    except OSError as exc:
+        log.write("ERROR", f"Could not start {command[0]!r}: {exc}")
+        write_status(args.status_file, {"exitCode": 127, "startedAt": started, "endedAt": now(),
+                                        "message": f"could not start the trainer: {exc}"})
+        return 127
+    readers = [
+        threading.Thread(target=log.pump, args=(child.stdout, "stdout"), daemon=True),
+        threading.Thread(target=log.pump, args=(child.stderr, "stderr"), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    while True:
+        try:
+            code = child.wait()
+            break
+        except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for safety
+            continue
+    for reader in readers:
+        reader.join(timeout=5)
+    status: dict[str, Any] = {"exitCode": code, "pid": child.pid, "startedAt": started, "endedAt": now()}
+    if code < 0:
+        try:
+            status["signal"] = signal.Signals(-code).name
+        except ValueError:
+            status["signal"] = str(-code)
+    if terminating.is_set():
+        status["terminated"] = True
+    write_status(args.status_file, status)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

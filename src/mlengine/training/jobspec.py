@@ -1,0 +1,175 @@
+"""Validation of a Job body as ``projects.jobs.create`` receives it.
+
+Everything a job needs is checked here, before anything is stored, so a bad request leaves
+nothing behind. Each error names the offending field (``trainingInput.packageUris[0]``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mlengine.errors import Code, MLEngineError, invalid
+from mlengine.training.cluster import replica_counts
+
+JOB_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+DURATION_RE = re.compile(r"^(\d+(?:\.\d{1,9})?)s$")
+MAX_LABELS = 64
+
+#: trainingInput fields of the ml v1 discovery document (GoogleCloudMlV1__TrainingInput).
+TRAINING_INPUT_FIELDS = frozenset(
+    {
+        "args", "enableWebAccess", "encryptionConfig", "evaluatorConfig", "evaluatorCount",
+        "evaluatorType", "hyperparameters", "jobDir", "masterConfig", "masterType", "network",
+        "packageUris", "parameterServerConfig", "parameterServerCount", "parameterServerType",
+        "pythonModule", "pythonVersion", "region", "runtimeVersion", "scaleTier", "scheduling",
+        "serviceAccount", "useChiefInTfConfig", "workerConfig", "workerCount", "workerType",
+    }
+)
+JOB_FIELDS = frozenset(
+    {
+        "jobId", "state", "createTime", "startTime", "endTime", "errorMessage", "trainingInput",
+        "trainingOutput", "predictionInput", "predictionOutput", "labels", "etag", "jobPosition",
+    }
+)
+SCHEDULING_FIELDS = frozenset({"maxRunningTime", "maxWaitTime", "priority"})
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: str
+    training_input: dict[str, Any]
+    labels: dict[str, str]
+    max_running_seconds: float | None
+    max_wait_seconds: float | None
+
+
+def parse_duration(value: Any, field: str) -> float:
+    match = DURATION_RE.match(str(value)) if isinstance(value, str) else None
+    if not match:
+        raise invalid(field, f"must be a duration in seconds like '3600s', got {value!r}")
+    seconds = float(match.group(1))
+    if seconds <= 0:
+        raise invalid(field, "must be positive")
+    return seconds
+
+
+def validate_job_id(job_id: Any) -> str:
+    if not isinstance(job_id, str) or not job_id:
+        raise invalid("jobId", "is required")
+    if not JOB_ID_RE.match(job_id):
+        raise invalid(
+            "jobId",
+            f"{job_id!r} is not a valid job id: it must start with a letter and contain only "
+            "letters, digits and underscores, at most 128 characters",
+        )
+    return job_id
+
+
+def validate_labels(labels: Any, field: str = "labels") -> dict[str, str]:
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise invalid(field, "must be a map of strings")
+    if len(labels) > MAX_LABELS:
+        raise invalid(field, f"at most {MAX_LABELS} labels are allowed")
+    result: dict[str, str] = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
+            raise invalid(
+                f"{field}.{key}",
+                "label keys start with a lowercase letter and hold at most 63 lowercase "
+                "letters, digits, '_' or '-'",
+            )
+        if not isinstance(value, str) or not LABEL_VALUE_RE.match(value):
+            raise invalid(
+                f"{field}.{key}",
+                f"label value {value!r} must hold at most 63 lowercase letters, digits, '_' or '-'",
+            )
+        result[key] = value
+    return result
+
+
+def _string_list(value: Any, field: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise invalid(field, "must be a list of strings")
+    return list(value)
+
+
+def validate_job(body: Any) -> JobSpec:
+    """Check a Job body; return the normalized parts to store."""
+    if not isinstance(body, Mapping):
+        raise invalid("job", "the request body must be a JSON object (a Job)")
+    for key in body:
+        if key not in JOB_FIELDS:
+            raise invalid(key, f"unknown field {key!r} in Job")
+    job_id = validate_job_id(body.get("jobId"))
+    labels = validate_labels(body.get("labels"))
+    if body.get("predictionInput") is not None:
+        raise MLEngineError(
+            Code.UNIMPLEMENTED, "Field: predictionInput Error: batch prediction jobs are not supported yet"
+        )
+    ti = body.get("trainingInput")
+    if isinstance(ti, Mapping) and ti.get("hyperparameters") is not None:
+        raise MLEngineError(
+            Code.UNIMPLEMENTED,
+            "Field: trainingInput.hyperparameters Error: hyperparameter tuning is not available yet",
+        )
+    if not isinstance(ti, Mapping):
+        raise invalid("trainingInput", "is required and must be an object")
+    for key in ti:
+        if key not in TRAINING_INPUT_FIELDS:
+            raise invalid(f"trainingInput.{key}", f"unknown field {key!r} in TrainingInput")
+    training_input = dict(ti)
+
+    for config_key in ("masterConfig", "workerConfig", "parameterServerConfig", "evaluatorConfig"):
+        config = training_input.get(config_key) or {}
+        if not isinstance(config, Mapping):
+            raise invalid(f"trainingInput.{config_key}", "must be an object")
+        if config.get("imageUri") or config.get("containerCommand"):
+            raise invalid(
+                f"trainingInput.{config_key}.imageUri",
+                "custom containers need Docker, which mlengine does not use: submit a Python "
+                "package with packageUris and pythonModule instead",
+            )
+
+    module = training_input.get("pythonModule")
+    if not isinstance(module, str) or not module.strip():
+        raise invalid("trainingInput.pythonModule", "is required (the module to run, e.g. trainer.task)")
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", module):
+        raise invalid("trainingInput.pythonModule", f"{module!r} is not a Python module name")
+
+    packages = _string_list(training_input.get("packageUris"), "trainingInput.packageUris")
+    if not packages:
+        raise invalid("trainingInput.packageUris", "at least one package is required")
+    training_input["packageUris"] = packages
+    training_input["args"] = _string_list(training_input.get("args"), "trainingInput.args")
+
+    # Normalizes and validates the tier and the replica counts.
+    replica_counts(training_input)
+    training_input.setdefault("scaleTier", "BASIC")
+
+    for key in ("region", "runtimeVersion", "pythonVersion", "jobDir", "masterType", "workerType",
+                "parameterServerType", "evaluatorType", "serviceAccount", "network"):
+        if key in training_input and not isinstance(training_input[key], str):
+            raise invalid(f"trainingInput.{key}", "must be a string")
+
+    max_running = max_wait = None
+    scheduling = training_input.get("scheduling")
+    if scheduling is not None:
+        if not isinstance(scheduling, Mapping):
+            raise invalid("trainingInput.scheduling", "must be an object")
+        for key in scheduling:
+            if key not in SCHEDULING_FIELDS:
+                raise invalid(f"trainingInput.scheduling.{key}", f"unknown field {key!r}")
+        if "maxRunningTime" in scheduling:
+            max_running = parse_duration(scheduling["maxRunningTime"], "trainingInput.scheduling.maxRunningTime")
+        if "maxWaitTime" in scheduling:
+            max_wait = parse_duration(scheduling["maxWaitTime"], "trainingInput.scheduling.maxWaitTime")
+    return JobSpec(job_id, training_input, labels, max_running, max_wait)

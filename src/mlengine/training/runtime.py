@@ -1,0 +1,64 @@
+"""Where a job's runtime files live under ``MLE_HOME/jobs/<project>/<jobId>/``.
+
+``logs/<taskName>.jsonl``   one JSON line per log entry (``service`` is the engine's own log)
+``replicas/<taskName>/``    the replica's private working directory and its exit status
+``hypertune/``              ``CLOUD_ML_HP_METRIC_FILE`` of the job
+``packages/``               packages fetched from remote URIs
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlengine.config import Settings
+
+_service_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    root: Path
+
+    @classmethod
+    def of(cls, settings: Settings, project: str, job_id: str) -> JobPaths:
+        return cls(settings.jobs_dir / project / job_id)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def log_file(self, task_name: str) -> Path:
+        return self.logs_dir / f"{task_name}.jsonl"
+
+    def replica_dir(self, task_name: str) -> Path:
+        return self.root / "replicas" / task_name
+
+    def workdir(self, task_name: str) -> Path:
+        return self.replica_dir(task_name) / "work"
+
+    def status_file(self, task_name: str) -> Path:
+        return self.replica_dir(task_name) / "status.json"
+
+    @property
+    def metric_file(self) -> Path:
+        return self.root / "hypertune" / "output.metrics"
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.root / "packages"
+
+    def service_log(self, message: str, severity: str = "INFO") -> None:
+        """Append an entry to the engine's own log of this job (task name ``service``)."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "severity": severity,
+            "taskName": "service",
+            "message": message,
+        }
+        with _service_lock, open(self.log_file("service"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
