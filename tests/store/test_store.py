@@ -67,7 +67,14 @@ def test_update_bumps_etag_and_persists(db) -> None:
     repo = JobRepository(db)
     row = make_job(repo, "j")
     before = etag_of(row)
-    updated = repo.update(row.id, lambda r: setattr(r, "labels", {"a": "b"}))
+    moved = repo.update(row.id, lambda r: setattr(r, "state", "RUNNING"))
+    assert etag_of(moved) == before, "scheduler progress must not change the etag"
+
+    def relabel(r) -> None:
+        r.labels = {"a": "b"}
+        r.internal = {**r.internal, "labelsVersion": 1}
+
+    updated = repo.update(row.id, relabel)
     assert etag_of(updated) != before
     assert repo.get("p", "j").labels == {"a": "b"}
 

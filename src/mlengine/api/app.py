@@ -30,3 +30,24 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
     app.include_router(system.router)
     app.include_router(jobs.router)
     return app
+
+
+def iter_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path template) the app serves, walking included routers (newer
+    FastAPI versions keep them as lazy wrappers)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(routes: Any, prefix: str) -> None:
+        for route in routes:
+            original = getattr(route, "original_router", None)
+            if original is not None:
+                context = getattr(route, "include_context", None)
+                walk(original.routes, prefix + (getattr(context, "prefix", "") or ""))
+                continue
+            methods = getattr(route, "methods", None) or ()
+            for method in sorted(methods):
+                if method != "HEAD":
+                    found.append((method, prefix + route.path))
+
+    walk(app.routes, "")
+    return found

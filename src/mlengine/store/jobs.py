@@ -26,7 +26,10 @@ DEFAULT_PAGE_SIZE = 100
 
 
 def etag_of(row: JobRow) -> str:
-    digest = hashlib.sha256(f"{row.id}:{row.version}".encode()).digest()[:8]
+    """Guards what users can change (labels): the scheduler moving a job along must not
+    invalidate a client's read-modify-write of its labels."""
+    labels_version = (row.internal or {}).get("labelsVersion", 0)
+    digest = hashlib.sha256(f"{row.id}:{labels_version}".encode()).digest()[:8]
     return base64.b64encode(digest).decode()
 
 

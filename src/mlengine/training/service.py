@@ -117,10 +117,10 @@ class JobService:
                 job.state = states.CANCELLING
                 job.internal = {**job.internal, "cancelRequestedAt": utcnow().timestamp()}
 
-        updated = self.repo.update(row.id, change)
+        self.repo.update(row.id, change)
         JobPaths.of(self.settings, project, job_id).service_log("Job cancel requested.")
         self.wake()
-        return {} if updated else {}
+        return {}
 
     def patch(
         self, project: str, job_id: str, body: Any, update_mask: str | None
@@ -145,6 +145,7 @@ class JobService:
                     "concurrently; read it again and retry",
                 )
             job.labels = labels
+            job.internal = {**job.internal, "labelsVersion": job.internal.get("labelsVersion", 0) + 1}
 
         updated = self.repo.update(row.id, change)
         return render_job(updated, self.repo.queue_position(updated))
