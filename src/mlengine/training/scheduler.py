@@ -67,6 +67,7 @@ class Scheduler:
         self._preparing: set[int] = set()
         self._lock = threading.Lock()
         self._module_checks: dict[tuple[str, str], bool] = {}
+        executor.notify = self.wake
 
     # Lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:

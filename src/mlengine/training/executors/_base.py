@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 
@@ -53,6 +54,9 @@ class ReplicaStatus:
 
 class Executor(abc.ABC):
     name: str = "base"
+    #: Called (from any thread) when a replica may have finished, so the scheduler looks now
+    #: instead of at its next periodic pass.
+    notify: Callable[[], None] | None = None
 
     @abc.abstractmethod
     def launch(self, launch: ReplicaLaunch) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ class LocalExecutor(Executor):
                 start_new_session=True, close_fds=True,
             )
         self._children[proc.pid] = proc
+        threading.Thread(target=self._wait_and_notify, args=(proc,), daemon=True,
+                         name=f"mle-wait-{proc.pid}").start()
         ticks = _proc_start_ticks(proc.pid)
         return {
             "pid": proc.pid,
@@ -63,6 +66,11 @@ class LocalExecutor(Executor):
             "statusFile": str(launch.status_file),
             "logFile": str(launch.log_file),
         }
+
+    def _wait_and_notify(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        if self.notify is not None:
+            self.notify()
 
     def _read_status(self, handle: dict[str, Any]) -> ReplicaStatus | None:
         path = Path(handle["statusFile"])
