@@ -29,19 +29,24 @@ class Settings:
     home: Path = field(metadata={"env": "MLE_HOME", "help": "State directory (default ~/.mlengine)."})
     api_url: str | None = field(
         default=None,
-        metadata={"env": "MLE_API_URL", "help": "Server URL for clients; default: what `mle server start` recorded."},
+        metadata={"env": "MLE_API_URL",
+                  "help": "Server URL for clients; default: what `mle server start` recorded."},
     )
     token: str | None = field(
         default=None,
-        metadata={"env": "MLE_TOKEN", "help": "Bearer token for clients; default: the admin token file under MLE_HOME."},
+        metadata={"env": "MLE_TOKEN",
+                  "help": "Bearer token for clients; default: the admin token file under MLE_HOME."},
     )
     project: str = field(
         default="mlengine",
-        metadata={"env": "MLE_PROJECT", "help": "Default project id in resource names (projects/PROJECT/...)."},
+        metadata={"env": "MLE_PROJECT",
+                  "help": "Default project id in resource names (projects/PROJECT/...)."},
     )
     database_url: str | None = field(
         default=None,
-        metadata={"env": "MLE_DATABASE_URL", "help": "SQLAlchemy URL of the metadata store (sqlite:///... or postgresql://...); default: SQLite under MLE_HOME."},
+        metadata={"env": "MLE_DATABASE_URL",
+                  "help": "SQLAlchemy URL of the metadata store (sqlite:///... or postgresql://...); "
+                          "default: SQLite under MLE_HOME."},
     )
     executor: str = field(
         default="local",
@@ -56,11 +61,13 @@ class Settings:
     )
     cancel_grace_seconds: float = field(
         default=5.0,
-        metadata={"env": "MLE_CANCEL_GRACE_SECONDS", "help": "Seconds between SIGTERM and SIGKILL when a job is cancelled."},
+        metadata={"env": "MLE_CANCEL_GRACE_SECONDS",
+                  "help": "Seconds between SIGTERM and SIGKILL when a job is cancelled."},
     )
     scheduler_interval_seconds: float = field(
         default=0.1,
-        metadata={"env": "MLE_SCHEDULER_INTERVAL", "help": "How often the scheduler looks at jobs when nothing wakes it."},
+        metadata={"env": "MLE_SCHEDULER_INTERVAL",
+                  "help": "How often the scheduler looks at jobs when nothing wakes it."},
     )
     upload_max_bytes: int = field(
         default=512 * 1024 * 1024,

@@ -7,10 +7,10 @@ import stat
 
 import httpx
 import pytest
+from tests.e2e.helpers import ServerProcess
 
 from mlengine.api.app import create_app, iter_routes
 from mlengine.api.auth import PERMISSIONS
-from tests.e2e.helpers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

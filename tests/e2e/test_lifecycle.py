@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.e2e.helpers import ServerProcess, job_body
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,9 @@ DEFAULT_JSON_LIMIT = 10 * 1024 * 1024
 async def limited_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise MLEngineError(Code.PAYLOAD_TOO_LARGE, f"Request body of {declared} bytes exceeds the limit of {limit} bytes")
+        raise MLEngineError(
+            Code.PAYLOAD_TOO_LARGE, f"Request body of {declared} bytes exceeds the limit of {limit} bytes"
+        )
     seen = 0
     async for chunk in request.stream():
         seen += len(chunk)

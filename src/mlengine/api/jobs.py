@@ -13,7 +13,7 @@ router = APIRouter()
 
 
 def _service(request: Request) -> JobService:
-    return request.app.state.jobs  # type: ignore[no-any-return]
+    return request.app.state.jobs
 
 
 @router.post("/v1/projects/{project}/jobs")

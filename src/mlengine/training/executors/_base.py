@@ -17,9 +17,9 @@ An executor starts replica processes and finds them again. Contract:
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 
@@ -74,5 +74,5 @@ class Executor(abc.ABC):
         """Whether anything the replica started is still running (cancel waits for none)."""
         return not self.poll(handle).finished
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most executors hold nothing
         """Release executor resources (not the replicas)."""
