@@ -89,11 +89,20 @@ def serve(settings: Settings, host: str, port: int) -> None:
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{bound_port}"
 
+    def forget_server_file() -> None:
+        with contextlib.suppress(Exception):
+            recorded = json.loads(settings.server_file.read_text())
+            if recorded.get("pid") == os.getpid():
+                settings.server_file.unlink()
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         scheduler.start()
         yield
+        # uvicorn re-raises the signal that stopped it after shutdown: clean up here.
+        forget_server_file()
         scheduler.stop()
+        parts["executor"].close()
 
     app = create_app(settings=settings, job_service=parts["job_service"],
                      token_repo=parts["token_repo"], lifespan=lifespan)
@@ -115,11 +124,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     try:
         server.run(sockets=[sock])
     finally:
-        with contextlib.suppress(Exception):
-            recorded = json.loads(settings.server_file.read_text())
-            if recorded.get("pid") == os.getpid():
-                settings.server_file.unlink()
-        parts["executor"].close()
+        forget_server_file()
         parts["db"].dispose()
 
 

@@ -1,0 +1,123 @@
+"""Output formats (``--format table|json|yaml``), log lines and progress on stderr.
+
+Resources go to stdout; progress and status messages go to stderr, as gcloud does, so that
+``mle jobs describe JOB --format json | jq`` works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import click
+
+FORMATS = ("table", "json", "yaml")
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def to_yaml(value: Any) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(value, default_flow_style=False, sort_keys=True, allow_unicode=True))
+
+
+def emit(value: Any, fmt: str) -> None:
+    """Print ``value`` as json or yaml on stdout."""
+    if fmt == "json":
+        click.echo(to_json(value))
+    else:
+        click.echo(to_yaml(value).rstrip("\n"))
+
+
+def short_time(value: Any) -> str:
+    """``2024-05-01T12:00:00.123456Z`` -> ``2024-05-01T12:00:00Z`` (tables only)."""
+    text = str(value or "")
+    if "." in text and text.endswith("Z"):
+        return text.split(".", 1)[0] + "Z"
+    return text
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """A gcloud-like table: upper-case headers, columns separated by two spaces."""
+    headers = [title for title, _ in columns]
+    cells = [[str(row.get(key, "") if row.get(key) is not None else "") for _, key in columns]
+             for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    return "\n".join([line(headers)] + [line(r) for r in cells])
+
+
+def format_entry(entry: Mapping[str, Any]) -> str:
+    """``TIMESTAMP SEVERITY TASK message`` for one log entry."""
+    return "{} {} {} {}".format(
+        entry.get("timestamp", ""),
+        entry.get("severity", "INFO"),
+        entry.get("taskName", "-"),
+        str(entry.get("message", "")).rstrip("\n"),
+    )
+
+
+def status(message: str) -> None:
+    """A progress or status message on stderr."""
+    click.echo(message, err=True)
+
+
+class Progress:
+    """A one-line progress indicator on stderr: a spinner on a terminal, plain lines
+    (printed only when the text changes) otherwise. Call :meth:`pause` before printing."""
+
+    def __init__(self) -> None:
+        self._status: Any = None
+        self._text: str | None = None
+        self._tty = sys.stderr.isatty()
+
+    def update(self, text: str) -> None:
+        if text == self._text and (self._status is not None or not self._tty):
+            return
+        self._text = text
+        if not self._tty:
+            status(text)
+            return
+        if self._status is None:
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
+
+    def pause(self) -> None:
+        """Remove the spinner (before other output); :meth:`update` brings it back."""
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def resume(self) -> None:
+        """Show the last text again after :meth:`pause` (on a terminal)."""
+        if self._text is not None and self._tty and self._status is None:
+            text, self._text = self._text, None
+            self.update(text)
+
+    def stop(self) -> None:
+        self.pause()
+        self._text = None
+
+
+@contextlib.contextmanager
+def spinner(text: str) -> Iterator[Progress]:
+    """``with spinner("Building package..."):`` shows ``text`` while the block runs."""
+    progress = Progress()
+    progress.update(text)
+    try:
+        yield progress
+    finally:
+        progress.stop()
