@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 import mlengine
-from mlengine.api import jobs, system
+from mlengine.api import jobs, models, system
 from mlengine.api.auth import TokenCache, authorize
 from mlengine.api.errors import install_error_handlers
 
 
-def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: Any = None) -> FastAPI:
+def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: Any = None,
+               model_service: Any = None, serving: Any = None) -> FastAPI:
     app = FastAPI(
         title="mlengine",
         version=mlengine.__version__,
@@ -29,6 +30,13 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(jobs.router)
+    app.state.models = model_service
+    app.state.serving = serving
+    app.include_router(models.router)
+    app.router.routes.extend(models.PREDICT_ROUTES)
+    from mlengine.prediction.router import PredictMiddleware
+
+    app.add_middleware(PredictMiddleware)
     return app
 
 

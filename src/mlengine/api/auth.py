@@ -32,6 +32,22 @@ PERMISSIONS: dict[tuple[str, str], str] = {
     ("PATCH", "/v1/projects/{project}/jobs/{job}"): "ml.jobs.update",
     ("POST", "/v1/projects/{project}/jobs/{job}:cancel"): "ml.jobs.cancel",
     ("GET", "/v1/projects/{project}/jobs/{job}/logs"): "ml.jobs.get",
+    ("POST", "/v1/projects/{project}/models"): "ml.models.create",
+    ("GET", "/v1/projects/{project}/models"): "ml.models.list",
+    ("GET", "/v1/projects/{project}/models/{model}"): "ml.models.get",
+    ("PATCH", "/v1/projects/{project}/models/{model}"): "ml.models.update",
+    ("DELETE", "/v1/projects/{project}/models/{model}"): "ml.models.delete",
+    ("POST", "/v1/projects/{project}/models/{model}:predict"): "ml.models.predict",
+    ("POST", "/v1/projects/{project}/models/{model}/versions"): "ml.versions.create",
+    ("GET", "/v1/projects/{project}/models/{model}/versions"): "ml.versions.list",
+    ("GET", "/v1/projects/{project}/models/{model}/versions/{version}"): "ml.versions.get",
+    ("PATCH", "/v1/projects/{project}/models/{model}/versions/{version}"): "ml.versions.update",
+    ("DELETE", "/v1/projects/{project}/models/{model}/versions/{version}"): "ml.versions.delete",
+    ("POST", "/v1/projects/{project}/models/{model}/versions/{version}:setDefault"): "ml.versions.update",
+    ("POST", "/v1/projects/{project}/models/{model}/versions/{version}:predict"): "ml.models.predict",
+    ("GET", "/v1/projects/{project}/operations"): "ml.operations.list",
+    ("GET", "/v1/projects/{project}/operations/{operation}"): "ml.operations.get",
+    ("POST", "/v1/projects/{project}/operations/{operation}:cancel"): "ml.operations.cancel",
 }
 
 READ_ONLY = frozenset(p for p in PERMISSIONS.values() if p.endswith((".get", ".list")))

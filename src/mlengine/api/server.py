@@ -60,6 +60,7 @@ def build_components(settings: Settings) -> dict[str, Any]:
     from mlengine.training.executors import create_executor
     from mlengine.training.scheduler import Scheduler
     from mlengine.training.service import JobService
+    from mlengine.tuning.tuner import Tuner
 
     db = open_database(settings.resolved_database_url)
     token_repo = TokenRepository(db)
@@ -67,9 +68,24 @@ def build_components(settings: Settings) -> dict[str, Any]:
     job_repo = JobRepository(db)
     executor = create_executor(settings)
     scheduler = Scheduler(settings, job_repo, executor, EnvironmentCache(settings.envs_dir))
+    scheduler.hooks.append(Tuner(settings, job_repo, db, scheduler.wake))
     service = JobService(settings, job_repo, scheduler.wake)
-    return {"db": db, "token_repo": token_repo, "job_repo": job_repo, "executor": executor,
-            "scheduler": scheduler, "job_service": service}
+    parts = {"db": db, "token_repo": token_repo, "job_repo": job_repo, "executor": executor,
+             "scheduler": scheduler, "job_service": service}
+    parts.update(build_serving(settings, db))
+    return parts
+
+
+def build_serving(settings: Settings, db: Any) -> dict[str, Any]:
+    """Models, versions and online prediction: the service behind the API and the manager."""
+    from mlengine.prediction.manager import ServingManager
+    from mlengine.prediction.service import ModelService
+    from mlengine.store.serving import ServingRepository
+    from mlengine.training.environments import EnvironmentCache
+
+    repo = ServingRepository(db)
+    manager = ServingManager(settings, repo, EnvironmentCache(settings.envs_dir))
+    return {"serving": manager, "model_service": ModelService(settings, repo, manager.counts)}
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -98,14 +114,17 @@ def serve(settings: Settings, host: str, port: int) -> None:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         scheduler.start()
+        await parts["serving"].start()
         yield
+        await parts["serving"].stop()
         # uvicorn re-raises the signal that stopped it after shutdown: clean up here.
         forget_server_file()
         scheduler.stop()
         parts["executor"].close()
 
     app = create_app(settings=settings, job_service=parts["job_service"],
-                     token_repo=parts["token_repo"], lifespan=lifespan)
+                     token_repo=parts["token_repo"], lifespan=lifespan,
+                     model_service=parts["model_service"], serving=parts["serving"])
 
     class RecordingServer(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

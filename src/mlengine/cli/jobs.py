@@ -85,15 +85,24 @@ def list_jobs(
 @project_option
 @click.option("--format", "fmt", type=click.Choice(("yaml", "json")), default="yaml",
               show_default=True, help="Output format.")
-def describe(job: str, project: str | None, fmt: str) -> None:
+@click.option("--summarize", is_flag=True,
+              help="Tables instead of the whole resource; a tuning job's trials best first.")
+def describe(job: str, project: str | None, fmt: str, summarize: bool) -> None:
     """Show everything about training job JOB.
 
     \b
     Examples:
       mle jobs describe my_job
       mle jobs describe my_job --format json
+      mle jobs describe my_tuning_job --summarize
     """
-    output.emit(client().get_job(project_of(project), job), fmt)
+    found = client().get_job(project_of(project), job)
+    if summarize:
+        from mlengine.cli.summary import summarize as summary
+
+        click.echo(summary(found))
+        return
+    output.emit(found, fmt)
 
 
 @jobs.command("stream-logs")

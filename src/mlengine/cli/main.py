@@ -9,7 +9,10 @@ from mlengine.cli.auth import auth
 from mlengine.cli.core import MleGroup
 from mlengine.cli.jobs import jobs
 from mlengine.cli.local import local
+from mlengine.cli.models import models
+from mlengine.cli.predict import local_predict, predict
 from mlengine.cli.server import server
+from mlengine.cli.versions import versions
 from mlengine.config import settings_table
 
 
@@ -46,6 +49,10 @@ cli.add_command(server)
 cli.add_command(auth)
 cli.add_command(jobs)
 cli.add_command(local)
+cli.add_command(models)
+cli.add_command(versions)
+cli.add_command(predict)
+local.add_command(local_predict)
 
 
 def main() -> None:

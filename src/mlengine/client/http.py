@@ -27,6 +27,7 @@ from mlengine.config import Settings, load_settings
 from mlengine.errors import Code, MLEngineError
 
 from .connection import resolve
+from .models import ModelsMixin
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 UPLOAD_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
@@ -88,7 +89,7 @@ def error_from_response(response: httpx.Response) -> MLEngineError:
     return MLEngineError(code, message, details=details)
 
 
-class Client:
+class Client(ModelsMixin):
     """The mlengine REST API.
 
     ``Client(url, token)`` or ``Client.from_settings()`` (``MLE_API_URL``/``MLE_TOKEN`` or the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +67,11 @@ class Database:
         finally:
             if lock is not None:
                 lock.release()
+
+    def write_lock(self) -> contextlib.AbstractContextManager[Any]:
+        """Hold the process-wide writer lock (SQLite; a no-op on PostgreSQL) while another
+        engine on the same database writes, e.g. Optuna's storage of tuning studies."""
+        return self._write_lock if self._write_lock is not None else contextlib.nullcontext()
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""

@@ -62,6 +62,7 @@ class JobRepository:
         training_input: dict[str, Any],
         labels: dict[str, str],
         internal: dict[str, Any] | None = None,
+        training_output: dict[str, Any] | None = None,
     ) -> JobRow:
         row = JobRow(
             project=project,
@@ -70,7 +71,7 @@ class JobRepository:
             create_time=utcnow(),
             error_message="",
             training_input=training_input,
-            training_output={},
+            training_output=training_output or {},
             labels=labels,
             internal=internal or {},
             version=1,
@@ -144,6 +145,15 @@ class JobRepository:
         if len(result) > size:
             return result[:size], _encode_token(result[size - 1].id)
         return result, None
+
+    def children(self, parent: JobRow) -> list[JobRow]:
+        """The trials of tuning job ``parent`` (ids ``<parent>/trials/<n>``), oldest first."""
+        prefix = f"{parent.job_id}/trials/"
+        with self.db.session() as s:
+            rows = s.scalars(select(JobRow).where(
+                JobRow.project == parent.project, JobRow.job_id.startswith(prefix, autoescape=True)
+            ).order_by(JobRow.id))
+            return [r for r in rows if (r.internal or {}).get("parentJobPk") == parent.id]
 
     def in_states(self, states: Iterable[str]) -> list[JobRow]:
         with self.db.session() as s:

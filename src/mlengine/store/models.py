@@ -14,14 +14,18 @@ class Base(DeclarativeBase):
 
 
 class JobRow(Base):
-    """A training (or tuning) job. ``internal`` holds scheduler state users never see."""
+    """A training (or tuning) job. ``internal`` holds scheduler state users never see.
+
+    Trials of a tuning job are jobs too, with ids ``<parent jobId>/trials/<trialId>`` (a
+    ``/`` no user id may hold, hence the 255 characters) and ``internal["parentJobPk"]``.
+    """
 
     __tablename__ = "jobs"
     __table_args__ = (UniqueConstraint("project", "job_id", name="uq_jobs_project_job_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     project: Mapped[str] = mapped_column(String(128), index=True)
-    job_id: Mapped[str] = mapped_column(String(128))
+    job_id: Mapped[str] = mapped_column(String(255))
     state: Mapped[str] = mapped_column(String(16), index=True)
     create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     start_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

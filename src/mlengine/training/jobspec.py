@@ -13,6 +13,7 @@ from typing import Any
 
 from mlengine.errors import Code, MLEngineError, invalid
 from mlengine.training.cluster import replica_counts
+from mlengine.tuning.spec import parse_hyperparameters
 
 JOB_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
 LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -116,11 +117,6 @@ def validate_job(body: Any) -> JobSpec:
             Code.UNIMPLEMENTED, "Field: predictionInput Error: batch prediction jobs are not supported yet"
         )
     ti = body.get("trainingInput")
-    if isinstance(ti, Mapping) and ti.get("hyperparameters") is not None:
-        raise MLEngineError(
-            Code.UNIMPLEMENTED,
-            "Field: trainingInput.hyperparameters Error: hyperparameter tuning is not available yet",
-        )
     if not isinstance(ti, Mapping):
         raise invalid("trainingInput", "is required and must be an object")
     for key in ti:
@@ -150,6 +146,10 @@ def validate_job(body: Any) -> JobSpec:
         raise invalid("trainingInput.packageUris", "at least one package is required")
     training_input["packageUris"] = packages
     training_input["args"] = _string_list(training_input.get("args"), "trainingInput.args")
+
+    if training_input.get("hyperparameters") is not None:
+        # Kept as written (TF_CONFIG.job shows it); the tuner parses it again when it runs.
+        parse_hyperparameters(training_input["hyperparameters"])
 
     # Normalizes and validates the tier and the replica counts.
     replica_counts(training_input)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +38,24 @@ def read_logs(
     task_name: str | None = None,
     page_token: str | None = None,
     page_size: int | None = None,
+    prefixed_dirs: Mapping[str, Path] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Entries after the cursor (oldest first) and the cursor to continue from."""
+    """Entries after the cursor (oldest first) and the cursor to continue from.
+
+    ``prefixed_dirs`` adds more log directories (a tuning job's trials): their entries get the
+    task name ``<prefix>/<task>``; ``task_name`` then selects ``<prefix>/<task>``, every task
+    of one prefix, or one task under every prefix."""
     limit = min(page_size or 1000, MAX_ENTRIES)
     if limit <= 0:
         raise invalid("pageSize", "must be positive")
     offsets = _decode(page_token)
     entries: list[tuple[str, int, dict[str, Any]]] = []
-    files = sorted(logs_dir.glob("*.jsonl")) if logs_dir.is_dir() else []
-    for path in files:
-        name = path.stem
-        if task_name and name != task_name:
+    sources = [("", logs_dir), *sorted((prefixed_dirs or {}).items())]
+    files = [(prefix, path) for prefix, directory in sources if directory.is_dir()
+             for path in sorted(directory.glob("*.jsonl"))]
+    for prefix, path in files:
+        name = f"{prefix}/{path.stem}" if prefix else path.stem
+        if task_name and task_name not in (name, path.stem, prefix):
             continue
         start = offsets.get(name, 0)
         with open(path, "rb") as f:
@@ -62,8 +70,10 @@ def read_logs(
                 try:
                     record = json.loads(raw)
                 except ValueError:
-                    record = {"timestamp": "", "severity": "INFO", "taskName": name,
+                    record = {"timestamp": "", "severity": "INFO", "taskName": path.stem,
                               "message": raw.decode("utf-8", "replace").rstrip("\n")}
+                if prefix:
+                    record["taskName"] = f"{prefix}/{record.get('taskName') or path.stem}"
                 entries.append((str(record.get("timestamp", "")), len(entries), record))
                 count += 1
         offsets[name] = position

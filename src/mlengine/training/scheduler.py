@@ -15,15 +15,15 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from mlengine.config import Settings
 from mlengine.errors import Code, MLEngineError
 from mlengine.store.jobs import JobRepository
 from mlengine.store.models import JobRow, ReplicaRow
 from mlengine.store.timeutil import as_utc, utcnow
-from mlengine.training import cluster, states
-from mlengine.training.executors._base import Executor, ReplicaLaunch, ReplicaStatus
+from mlengine.training import capacity, cluster, states
+from mlengine.training.executors._base import Executor, Placement, ReplicaLaunch, ReplicaRequest, ReplicaStatus
 from mlengine.training.logs import tail_errors
 from mlengine.training.runtime import JobPaths
 
@@ -34,7 +34,8 @@ RANKED_TYPES = ("master", "chief", "worker")
 
 
 def slots_needed(training_input: dict[str, Any]) -> int:
-    """CPU slots a job holds while it runs: one per master/chief/worker replica."""
+    """Replicas of a job that compute (master/chief/worker). Capacity is counted in
+    resources now (:mod:`mlengine.training.capacity`); kept for callers that count replicas."""
     counts = cluster.replica_counts(training_input)
     return sum(n for t, n in counts.items() if t in RANKED_TYPES)
 
@@ -52,6 +53,21 @@ def describe_exit(task_name: str, status: ReplicaStatus) -> str:
     return f"The replica {task_name} exited with a non-zero status of {code}."
 
 
+class JobHook(Protocol):
+    """Something that runs some jobs its own way, inside the scheduler's loop (the tuner).
+
+    The scheduler neither starts, monitors, cancels nor reconciles a job a hook ``owns``; on
+    every pass it calls ``tick`` with all active jobs (after monitoring the others, before
+    starting queued ones), in the scheduler thread. ``close`` is called when it stops.
+    """
+
+    def owns(self, job: JobRow) -> bool: ...
+
+    def tick(self, active: list[JobRow]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Scheduler:
     def __init__(
         self, settings: Settings, repo: JobRepository, executor: Executor, env_cache: Any
@@ -67,6 +83,8 @@ class Scheduler:
         self._preparing: set[int] = set()
         self._lock = threading.Lock()
         self._module_checks: dict[tuple[str, str], bool] = {}
+        #: Hooks that own some jobs (the tuner owns tuning jobs): see :class:`JobHook`.
+        self.hooks: list[JobHook] = []
         executor.notify = self.wake
 
     # Lifecycle ----------------------------------------------------------------------------
@@ -82,6 +100,8 @@ class Scheduler:
         if self._thread:
             self._thread.join(timeout=10)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for hook in self.hooks:
+            hook.close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -98,9 +118,12 @@ class Scheduler:
     def reconcile(self) -> None:
         """Pick up jobs a previous server left in PREPARING (their preparation died with it)."""
         for job in self.repo.in_states([states.PREPARING]):
+            if self._owned(job):
+                continue
             if self.repo.replicas(job.id):
                 self._set_state(job, states.RUNNING)
             else:
+                self._release(job)
                 self._set_state(job, states.QUEUED)
                 self._paths(job).service_log("The server restarted while preparing; preparing again.")
 
@@ -108,11 +131,20 @@ class Scheduler:
     def tick(self) -> None:
         jobs = self.repo.in_states(states.ACTIVE)
         for job in jobs:
+            if self._owned(job):
+                continue
             if job.state == states.CANCELLING:
                 self._advance_cancel(job)
             elif job.state == states.RUNNING:
                 self._monitor(job)
+        if self.hooks:
+            active = self.repo.in_states(states.ACTIVE)
+            for hook in self.hooks:
+                hook.tick(active)
         self._start_queued()
+
+    def _owned(self, job: JobRow) -> bool:
+        return any(hook.owns(job) for hook in self.hooks)
 
     def _paths(self, job: JobRow) -> JobPaths:
         return JobPaths.of(self.settings, job.project, job.job_id)
@@ -131,14 +163,22 @@ class Scheduler:
             if internal:
                 row.internal = {**row.internal, **internal}
 
-        return self.repo.update(job.id, change)
+        row = self.repo.update(job.id, change)
+        if new in states.TERMINAL:
+            self._release(row)
+        return row
 
     def _start_queued(self) -> None:
-        capacity = self.settings.effective_slots
         active = self.repo.in_states(states.ACTIVE)
-        used = sum(j.internal.get("slots", 0) for j in active if j.state in states.HOLDING)
+        if not any(j.state == states.QUEUED for j in active):
+            return
+        from mlengine.training.machines import machine_table
+
+        have = self.executor.capacity()
+        mode = self.executor.resource_mode()
+        used = capacity.total(capacity.held_by(j.internal) for j in active if j.state in states.HOLDING)
         for job in active:
-            if job.state != states.QUEUED:
+            if job.state != states.QUEUED or self._owned(job):
                 continue
             max_wait = job.internal.get("maxWaitSeconds")
             created = as_utc(job.create_time)
@@ -148,21 +188,18 @@ class Scheduler:
                                   "for capacity and was cancelled.")
                 continue
             try:
-                needed = slots_needed(job.training_input)
+                verdict = capacity.assess(job.training_input, mode, have,
+                                          machine_table(self.settings.machine_types_path))
             except MLEngineError as exc:
                 self._fail_queued(job, states.FAILED, exc.message)
                 continue
-            if needed > capacity:
-                self._fail_queued(
-                    job, states.FAILED,
-                    f"The job needs {needed} CPU slots but the executor has {capacity} in all; "
-                    "it can never run here (raise MLE_CAPACITY_SLOTS or ask for fewer replicas).",
-                )
+            if verdict.never:
+                self._fail_queued(job, states.FAILED, verdict.never)
                 continue
-            if used + needed > capacity:
+            if not verdict.fits_with(used, have):
                 break  # first come, first served: later jobs wait behind this one
-            used += needed
-            job = self._set_state(job, states.PREPARING, slots=needed)
+            used = used + verdict.demand
+            job = self._set_state(job, states.PREPARING, demand=verdict.demand.to_json())
             with self._lock:
                 self._preparing.add(job.id)
             self._pool.submit(self._prepare_and_launch, job)
@@ -238,13 +275,13 @@ class Scheduler:
 
     def _launch(self, job: JobRow, paths: JobPaths, env: Any) -> None:
         ti = job.training_input
-        counts = cluster.replica_counts(ti)
-        replicas = cluster.plan_replicas(counts)
+        placement = self._place(job)
+        replicas = placement.replicas
         trial = job.internal.get("trialId")
         paths.metric_file.parent.mkdir(parents=True, exist_ok=True)
         argv = cluster.trainer_argv(env.python, ti["pythonModule"], ti.get("args", []),
                                     ti.get("jobDir"), job.internal.get("hyperparameters"))
-        for spec in replicas:
+        for position, spec in enumerate(replicas):
             replica_env = {
                 **env.env_vars(),
                 **cluster.replica_environment(
@@ -263,10 +300,38 @@ class Scheduler:
                 env=replica_env, cwd=paths.workdir(spec.task_name),
                 log_file=paths.log_file(spec.task_name),
                 status_file=paths.status_file(spec.task_name),
+                placement=placement, position=position,
             ))
             self.repo.update_replica(row.id, handle=handle, state="RUNNING")
         paths.service_log(f"Job is running: {len(replicas)} replica(s) started.")
         self._set_state(job, states.RUNNING)
+
+    def _place(self, job: JobRow) -> Placement:
+        """Reserve all of the job's replicas at once (gang scheduling); the reservation is
+        recorded before any replica starts, so a restarted server can free it."""
+        from mlengine.training.machines import machine_table
+        from mlengine.training.ports import parse_range
+
+        mode = self.executor.resource_mode()
+        table = machine_table(self.settings.machine_types_path)
+        requests = [ReplicaRequest(name.rsplit("-replica-", 1)[0], int(name.rsplit("-", 1)[1]), res)
+                    for name, res in capacity.replica_demands(job.training_input, mode, table)]
+        placement = self.executor.place(f"{job.project}/{job.job_id}", requests,
+                                        parse_range(self.settings.port_range))
+        if placement.reservation:
+            reservation = placement.reservation
+            self.repo.update(job.id, lambda r: setattr(r, "internal", {**r.internal, "placement": reservation}))
+        return placement
+
+    def _release(self, job: JobRow) -> None:
+        """Free what the executor reserved for a job that has ended (or is queued again)."""
+        reservation = job.internal.get("placement")
+        if not reservation:
+            return
+        try:
+            self.executor.release(reservation)
+        except Exception:  # a stuck release must not stop the scheduler; it is logged
+            log.exception("releasing the placement of job %s failed", job.job_id)
 
     # Watching running jobs ----------------------------------------------------------------
     def _poll_replicas(self, job: JobRow) -> list[tuple[ReplicaRow, ReplicaStatus]]:
@@ -319,7 +384,7 @@ class Scheduler:
 
     def _teardown(self, job: JobRow) -> None:
         """Stop what is left of a finished job (parameter servers never exit on their own)."""
-        handles = [r.handle for r in self.repo.replicas(job.id) if "pgid" in r.handle]
+        handles = [r.handle for r in self.repo.replicas(job.id) if "pgid" in r.handle or "actor" in r.handle]
         for handle in handles:
             self.executor.signal(handle, signal.SIGTERM)
         grace = self.settings.cancel_grace_seconds

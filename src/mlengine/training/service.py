@@ -67,16 +67,30 @@ class JobService:
         if job_dir:
             uris.check_usable(job_dir, "trainingInput.jobDir")
 
+    def _check_machine_types(self, training_input: Mapping[str, Any]) -> None:
+        """Unknown machine types and bad acceleratorConfigs are refused, naming the field."""
+        from mlengine.training.capacity import replica_demands
+        from mlengine.training.machines import machine_table
+
+        replica_demands(training_input, "machine", machine_table(self.settings.machine_types_path))
+
     def create(self, project: str, body: Any) -> dict[str, Any]:
         spec = validate_job(body)
+        self._check_machine_types(spec.training_input)
         self._check_uris(spec.training_input)
         internal = {
             "maxRunningSeconds": spec.max_running_seconds,
             "maxWaitSeconds": spec.max_wait_seconds,
         }
+        output: dict[str, Any] = {}
+        if spec.training_input.get("hyperparameters") is not None:
+            from mlengine.tuning.trials import admit
+
+            tuning, output = admit(self.repo, project, spec.training_input)
+            internal.update(tuning)
         row = self.repo.create(
             project, spec.job_id, state=states.QUEUED, training_input=spec.training_input,
-            labels=spec.labels, internal=internal,
+            labels=spec.labels, internal=internal, training_output=output,
         )
         JobPaths.of(self.settings, project, spec.job_id).service_log(
             f"Validating job requirements... Job {spec.job_id} submitted."
@@ -92,8 +106,9 @@ class JobService:
         self, project: str, filter_text: str | None, page_size: int | None, page_token: str | None
     ) -> dict[str, Any]:
         predicate = compile_filter(filter_text)
-        rows, next_token = self.repo.list_page(
-            project, lambda r: predicate(render_job(r)), page_size, page_token
+        rows, next_token = self.repo.list_page(  # trials of tuning jobs are not listed
+            project, lambda r: "parentJobPk" not in r.internal and predicate(render_job(r)),
+            page_size, page_token,
         )
         result: dict[str, Any] = {"jobs": [render_job(r, self.repo.queue_position(r)) for r in rows]}
         if next_token:
@@ -110,7 +125,7 @@ class JobService:
                 )
             if job.state == states.CANCELLING:
                 return
-            if job.state == states.QUEUED:
+            if job.state == states.QUEUED and not job.internal.get("tuning"):
                 job.state = states.CANCELLED
                 job.end_time = utcnow()
             else:
@@ -156,5 +171,8 @@ class JobService:
     ) -> dict[str, Any]:
         self.repo.get(project, job_id)
         paths = JobPaths.of(self.settings, project, job_id)
-        entries, token = read_logs(paths.logs_dir, task_name, page_token, page_size)
+        # A tuning job's trials keep their logs under <job>/trials/<trialId>/logs: shown as
+        # tasks "trial-<trialId>/<task>" (taskName also selects one trial, or a task of all).
+        trials = {f"trial-{d.parent.name}": d for d in sorted((paths.root / "trials").glob("*/logs"))}
+        entries, token = read_logs(paths.logs_dir, task_name, page_token, page_size, trials)
         return {"entries": entries, "nextPageToken": token}

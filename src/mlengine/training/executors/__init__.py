@@ -21,6 +21,10 @@ def create_executor(settings: Settings) -> Executor:
         from mlengine.training.executors.local import LocalExecutor
 
         return LocalExecutor(settings)
+    if settings.executor == "ray":
+        from mlengine.training.executors.ray import RayExecutor
+
+        return RayExecutor(settings)
     raise MLEngineError(
         Code.INVALID_ARGUMENT,
         f"Unknown executor {settings.executor!r}; valid executors: {', '.join(EXECUTORS)}",

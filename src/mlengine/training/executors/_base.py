@@ -11,7 +11,16 @@ An executor starts replica processes and finds them again. Contract:
   (``{"timestamp", "severity", "taskName", "message"}``) to ``launch.log_file``, and its exit
   status durably (written to a temporary file, fsynced, renamed) where :meth:`poll` reads it.
 * Methods are called from the scheduler thread only; they must not block for long
-  (``launch`` may take as long as starting a process).
+  (``launch`` may take as long as starting a process; ``place`` as long as reserving the
+  job's resources, e.g. a Ray placement group).
+* Distributed jobs: :meth:`Executor.place` runs first, once per job, and reserves everything
+  the job's replicas need, all or nothing (gang scheduling): resources and, for each
+  replica, the host and a held port it will listen on. Its ``reservation`` is persisted in the
+  job record and handed back to :meth:`Executor.release` when the job ends, from any
+  (possibly restarted) control plane; ``release`` frees whatever is left and is idempotent.
+* :meth:`Executor.capacity` is what the executor can hand out, in all and per node;
+  :meth:`Executor.resource_mode` says how replicas count against it (see
+  :mod:`mlengine.training.capacity`).
 """
 
 from __future__ import annotations
@@ -20,7 +29,13 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlengine.training.capacity import Capacity
+    from mlengine.training.cluster import ReplicaSpec
+    from mlengine.training.machines import Resources
+    from mlengine.training.ports import PortReservation
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,29 @@ class ReplicaLaunch:
     status_file: Path
     cpus: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The job's :class:`Placement` (from :meth:`Executor.place`) and this replica's index in it.
+    placement: Placement | None = None
+    position: int = 0
+
+
+@dataclass(frozen=True)
+class ReplicaRequest:
+    """One replica a job needs placed: ``master``/``chief``/``worker``/``ps``/``evaluator``."""
+
+    task_type: str
+    index: int
+    resources: Resources
+
+
+@dataclass
+class Placement:
+    """Where a job's replicas will run, reserved all at once by :meth:`Executor.place`."""
+
+    replicas: list[ReplicaSpec]
+    #: JSON, persisted in the job record; handed back to :meth:`Executor.release`.
+    reservation: dict[str, Any] = field(default_factory=dict)
+    #: Ports held in this process until each replica is launched (local executor).
+    ports: PortReservation | None = None
 
 
 @dataclass(frozen=True)
@@ -76,3 +114,27 @@ class Executor(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most executors hold nothing
         """Release executor resources (not the replicas)."""
+
+    def capacity(self) -> Capacity:
+        """What this executor can hand out to replicas, in all and per node (default: this
+        machine, as the local executor counts it)."""
+        from mlengine.training.executors.local import machine_capacity
+
+        return machine_capacity(getattr(self, "settings", None))
+
+    def resource_mode(self) -> str:
+        """``process`` or ``machine``: how a replica's machine type counts against capacity."""
+        mode = getattr(getattr(self, "settings", None), "resource_mode", "auto")
+        return "process" if mode == "auto" else str(mode)
+
+    def place(self, job_key: str, requests: list[ReplicaRequest], port_range: tuple[int, int]) -> Placement:
+        """Reserve the job's replicas on this machine (127.0.0.1, one held port each)."""
+        from mlengine.training.cluster import ReplicaSpec
+        from mlengine.training.ports import reserve_ports
+
+        ports = reserve_ports(len(requests), port_range)
+        specs = [ReplicaSpec(r.task_type, r.index, "127.0.0.1", p) for r, p in zip(requests, ports.ports, strict=True)]
+        return Placement(specs, {}, ports)
+
+    def release(self, reservation: dict[str, Any]) -> None:  # noqa: B027 - nothing to free by default
+        """Free what :meth:`place` reserved for a job that has ended (idempotent)."""

@@ -1,11 +1,18 @@
 """Local executor: every replica is a supervisor process plus the trainer, in their own
-session on this machine (see :mod:`mlengine.training.executors.supervisor`)."""
+session on this machine (see :mod:`mlengine.training.executors.supervisor`).
+
+Capacity: ``MLE_CAPACITY_SLOTS`` CPUs (default: the number of CPUs), the machine's memory,
+and ``MLE_LOCAL_GPUS`` GPUs (default: what ``nvidia-smi -L`` lists). Replicas listen on
+127.0.0.1 on ports held by :func:`mlengine.training.ports.reserve_ports` until launch.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -13,7 +20,44 @@ from pathlib import Path
 from typing import Any
 
 from mlengine.config import Settings
+from mlengine.training.capacity import Capacity
 from mlengine.training.executors._base import Executor, ReplicaLaunch, ReplicaStatus
+from mlengine.training.machines import Resources
+
+
+def memory_gb() -> float:
+    """Physical memory of this machine in GB (MemTotal of /proc/meminfo)."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 1024 / 1024, 2)
+    except OSError:
+        pass
+    return 0.0
+
+
+@functools.lru_cache(maxsize=1)
+def detected_gpus() -> int:
+    """NVIDIA GPUs ``nvidia-smi -L`` lists (0 without the driver)."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def machine_capacity(settings: Settings | None) -> Capacity:
+    """This machine as the local executor hands it out."""
+    cpus = float(settings.effective_slots if settings else (os.cpu_count() or 1))
+    gpus = settings.local_gpus if settings and settings.local_gpus >= 0 else detected_gpus()
+    total = Resources(cpus, memory_gb(), gpus)
+    slots = f"MLE_CAPACITY_SLOTS={settings.capacity_slots}" if settings and settings.capacity_slots else \
+        "MLE_CAPACITY_SLOTS unset: the number of CPUs"
+    return Capacity(total, [total], f"the local executor ({cpus:g} CPU slots, {slots}; {gpus} GPUs)")
 
 
 def _proc_start_ticks(pid: int) -> tuple[int, str] | None:
@@ -36,7 +80,13 @@ class LocalExecutor(Executor):
         self.settings = settings
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
+    def capacity(self) -> Capacity:
+        return machine_capacity(self.settings)
+
     def launch(self, launch: ReplicaLaunch) -> dict[str, Any]:
+        if launch.placement is not None and launch.placement.ports is not None:
+            port = launch.placement.replicas[launch.position].port
+            launch.placement.ports.release(port)  # the trainer binds it from now on
         launch.cwd.mkdir(parents=True, exist_ok=True)
         launch.log_file.parent.mkdir(parents=True, exist_ok=True)
         launch.status_file.parent.mkdir(parents=True, exist_ok=True)

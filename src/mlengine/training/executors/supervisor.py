@@ -7,6 +7,11 @@ timestamped JSON log lines (stdout → INFO; stderr → the level the line annou
 ERROR), and when the trainer ends writes its exit status durably to the status file. It
 keeps no state anywhere else, so the control plane can die and come back at any time.
 
+With ``--exit-with-parent`` (the Ray executor's agent actor starts it so) it also watches its
+parent: if the parent dies (the actor was killed, its placement group removed, the Ray node
+stopped), it records the exit status -9 with that reason and kills its process group, so no
+trainer outlives the actor that owns it.
+
 It imports nothing heavy: it starts in tens of milliseconds.
 """
 
@@ -80,12 +85,26 @@ def write_status(path: str, status: dict[str, Any]) -> None:
         os.close(dir_fd)
 
 
+def _watch_parent(parent: int, status_file: str, log: LogWriter, started: str) -> None:
+    """Kill the replica (this process group) once the process that started us is gone."""
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    message = "the Ray actor that owned the replica died (killed, cancelled, or its node stopped)"
+    log.write("ERROR", f"mlengine: {message}; stopping the trainer.")
+    write_status(status_file, {"exitCode": -9, "signal": "SIGKILL", "startedAt": started, "endedAt": now(),
+                               "message": message})
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlengine-supervisor")
     parser.add_argument("--task-name", required=True)
     parser.add_argument("--log-file", required=True)
     parser.add_argument("--status-file", required=True)
     parser.add_argument("--cwd", required=True)
+    parser.add_argument("--exit-with-parent", action="store_true")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -110,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         write_status(args.status_file, {"exitCode": 127, "startedAt": started, "endedAt": now(),
                                         "message": f"could not start the trainer: {exc}"})
         return 127
+    if args.exit_with_parent:
+        threading.Thread(target=_watch_parent, args=(os.getppid(), args.status_file, log, started),
+                         daemon=True).start()
     readers = [
         threading.Thread(target=log.pump, args=(child.stdout, "stdout"), daemon=True),
         threading.Thread(target=log.pump, args=(child.stderr, "stderr"), daemon=True),

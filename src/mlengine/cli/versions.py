@@ -1,0 +1,245 @@
+"""``mle versions``: create, list, describe, delete, set-default, update
+(``gcloud ai-platform versions``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlengine.cli import output
+from mlengine.cli.core import MleGroup, client, fail, parse_key_values, parse_list, project_of, project_option
+
+FRAMEWORK_CHOICES = ("tensorflow", "scikit-learn", "xgboost", "onnx", "pytorch")
+
+
+def _framework(value: str | None) -> str | None:
+    return value.upper().replace("-", "_") if value else None
+
+
+def model_option(func: Any) -> Any:
+    return click.option("--model", required=True, metavar="MODEL", help="The model of the version.")(func)
+
+
+@click.group(cls=MleGroup)
+def versions() -> None:
+    """Deploy model versions and manage them.
+
+    \b
+    Examples:
+      mle versions create v1 --model taxifare --origin ./export/1712345 --framework tensorflow
+      mle versions list --model taxifare
+      mle versions set-default v2 --model taxifare
+      mle versions update v1 --model taxifare --min-nodes 1
+      mle versions delete v1 --model taxifare
+    """
+
+
+def _load_config(path: str) -> dict[str, Any]:
+    from mlengine.cli.submit import load_config
+
+    data = load_config(path)
+    return dict(data)
+
+
+def _server_path(c: Any, uri: str, what: str) -> str:
+    """A local path made absolute, checked to be readable by the server."""
+    from mlengine.client.connection import same_machine
+    from mlengine.client.staging import absolute_uri
+    from mlengine.storage import uris
+
+    uri = absolute_uri(uri)
+    if uris.is_local(uri) and not same_machine(c.server_info()):
+        raise fail(f"{what} {uri} is a local path, but the server runs on another machine: put it where the "
+                   "server can read it (gs://, s3://...) and pass that URI.")
+    return uri
+
+
+@versions.command()
+@click.argument("version")
+@model_option
+@project_option
+@click.option("--origin", default=None, metavar="DIR", help="Directory (or URI) of the exported model.")
+@click.option("--framework", type=click.Choice(FRAMEWORK_CHOICES, case_sensitive=False), default=None,
+              help="Framework of the model (default: detected from the files).")
+@click.option("--runtime-version", default=None, help="Recorded on the version (mlengine serves with what it has).")
+@click.option("--python-version", default=None, help="Must match the server's Python (e.g. 3.11).")
+@click.option("--min-nodes", type=click.IntRange(min=0), default=None, help="autoScaling.minNodes (0 = scale to zero).")
+@click.option("--max-nodes", type=click.IntRange(min=1), default=None, help="autoScaling.maxNodes.")
+@click.option("--config", "config_path", default=None, metavar="FILE",
+              help="YAML or JSON file with Version fields (flags override it).")
+@click.option("--prediction-class", default=None, metavar="MODULE.CLASS",
+              help="Custom prediction routine: a class with from_path(model_dir) and predict(instances, **kwargs).")
+@click.option("--package-uris", default=None, metavar="URI,...", help="Packages holding the prediction class.")
+@click.option("--description", default=None)
+@click.option("--labels", metavar="KEY=VALUE,...", default=None)
+@click.option("--async", "run_async", is_flag=True, help="Return at once instead of waiting for the version.")
+def create(version: str, model: str, project: str | None, origin: str | None, framework: str | None,
+           runtime_version: str | None, python_version: str | None, min_nodes: int | None, max_nodes: int | None,
+           config_path: str | None, prediction_class: str | None, package_uris: str | None,
+           description: str | None, labels: str | None, run_async: bool) -> None:
+    """Create version VERSION of MODEL from the exported model in --origin.
+
+    Waits until the version is READY (its model loaded in a replica) or FAILED, unless --async.
+
+    \b
+    Examples:
+      mle versions create v1 --model taxifare --origin /tmp/taxifare/export/1712345
+      mle versions create v2 --model fares --origin ./sk_model --framework scikit-learn --min-nodes 1
+      mle versions create cpr --model fares --origin ./model --prediction-class predictor.MyPredictor \\
+          --package-uris dist/my_predictor-0.1.tar.gz
+    """
+    body: dict[str, Any] = _load_config(config_path) if config_path else {}
+    c = client()
+    body["name"] = version
+    if origin:
+        body["deploymentUri"] = _server_path(c, origin, "--origin")
+    elif not body.get("deploymentUri"):
+        raise click.UsageError("--origin (or deploymentUri in --config) is required.")
+    for key, value in (("framework", _framework(framework)), ("runtimeVersion", runtime_version),
+                       ("pythonVersion", python_version), ("predictionClass", prediction_class),
+                       ("description", description)):
+        if value:
+            body[key] = value
+    if min_nodes is not None or max_nodes is not None:
+        scaling = dict(body.get("autoScaling") or {})
+        if min_nodes is not None:
+            scaling["minNodes"] = min_nodes
+        if max_nodes is not None:
+            scaling["maxNodes"] = max_nodes
+        body["autoScaling"] = scaling
+        body.pop("manualScaling", None)
+    if package_uris:
+        body["packageUris"] = [_stage_package(c, project_of(project), version, p) for p in parse_list(package_uris)]
+    if labels:
+        body["labels"] = parse_key_values(labels, "--labels")
+    operation = c.create_version(project_of(project), model, body)
+    if run_async:
+        output.status(f"Creating version [{version}] of model [{model}]: operation {operation['name']}")
+        return
+    with output.spinner("Creating version (this might take a few minutes)..."):
+        c.wait_operation(operation)
+    output.status(f"Created version [{version}] of model [{model}].")
+
+
+def _stage_package(c: Any, project: str, version: str, uri: str) -> str:
+    from mlengine.client.connection import same_machine
+    from mlengine.client.staging import PackageStager, absolute_uri
+    from mlengine.storage import uris
+
+    uri = absolute_uri(uri)
+    if not uris.is_local(uri):
+        return uri
+    if same_machine(c.server_info()):
+        return uri
+    return PackageStager(c, project, version).stage(Path(uris.local_path(uri)))
+
+
+@versions.command("list")
+@model_option
+@project_option
+@click.option("--filter", "filter_", metavar="EXPRESSION", default=None, help="Server-side filter (AIP-160).")
+@click.option("--format", "fmt", type=click.Choice(output.FORMATS), default="table", show_default=True)
+def list_versions(model: str, project: str | None, filter_: str | None, fmt: str) -> None:
+    """List the versions of MODEL (NAME, STATE, FRAMEWORK, DEFAULT, DEPLOYMENT_URI)."""
+    found = list(client().list_versions(project_of(project), model, filter=filter_))
+    if fmt != "table":
+        output.emit(found, fmt)
+        return
+    if not found:
+        output.status("Listed 0 items.")
+        return
+    rows = [{"name": v["name"].rsplit("/", 1)[-1], "state": v.get("state"), "framework": v.get("framework", ""),
+             "default": "*" if v.get("isDefault") else "", "uri": v.get("deploymentUri")} for v in found]
+    click.echo(output.table(rows, [("NAME", "name"), ("STATE", "state"), ("FRAMEWORK", "framework"),
+                                   ("DEFAULT", "default"), ("DEPLOYMENT_URI", "uri")]))
+
+
+@versions.command()
+@click.argument("version")
+@model_option
+@project_option
+@click.option("--format", "fmt", type=click.Choice(("yaml", "json")), default="yaml", show_default=True)
+def describe(version: str, model: str, project: str | None, fmt: str) -> None:
+    """Show version VERSION of MODEL."""
+    output.emit(client().get_version(project_of(project), model, version), fmt)
+
+
+@versions.command()
+@click.argument("version")
+@model_option
+@project_option
+@click.option("--async", "run_async", is_flag=True, help="Return at once instead of waiting.")
+def delete(version: str, model: str, project: str | None, run_async: bool) -> None:
+    """Delete version VERSION of MODEL (stops its replicas, removes its files)."""
+    c = client()
+    operation = c.delete_version(project_of(project), model, version)
+    if not run_async:
+        with output.spinner("Deleting version..."):
+            c.wait_operation(operation)
+    output.status(f"Deleted version [{version}] of model [{model}].")
+
+
+@versions.command("set-default")
+@click.argument("version")
+@model_option
+@project_option
+def set_default(version: str, model: str, project: str | None) -> None:
+    """Make VERSION the default version of MODEL (used when a request names no version)."""
+    client().set_default_version(project_of(project), model, version)
+    output.status(f"Version [{version}] is now the default version of model [{model}].")
+
+
+@versions.command()
+@click.argument("version")
+@model_option
+@project_option
+@click.option("--description", default=None)
+@click.option("--update-labels", metavar="KEY=VALUE,...", default=None)
+@click.option("--remove-labels", metavar="KEY,...", default=None)
+@click.option("--clear-labels", is_flag=True)
+@click.option("--min-nodes", type=click.IntRange(min=0), default=None)
+@click.option("--max-nodes", type=click.IntRange(min=1), default=None)
+@click.option("--config", "config_path", default=None, metavar="FILE",
+              help="YAML or JSON with autoScaling/manualScaling/description/labels to apply.")
+def update(version: str, model: str, project: str | None, description: str | None, update_labels: str | None,
+           remove_labels: str | None, clear_labels: bool, min_nodes: int | None, max_nodes: int | None,
+           config_path: str | None) -> None:
+    """Update the description, labels or scaling of VERSION.
+
+    \b
+    Examples:
+      mle versions update v1 --model taxifare --min-nodes 1 --max-nodes 4
+      mle versions update v1 --model taxifare --update-labels stage=prod
+    """
+    c = client()
+    name = project_of(project)
+    body: dict[str, Any] = {}
+    mask: list[str] = []
+    if config_path:
+        config = _load_config(config_path)
+        for key in ("description", "labels", "autoScaling", "manualScaling"):
+            if key in config:
+                body[key], mask = config[key], [*mask, key]
+    if description is not None:
+        body["description"], mask = description, [*mask, "description"]
+    if update_labels or remove_labels or clear_labels:
+        current = {} if clear_labels else dict(c.get_version(name, model, version).get("labels") or {})
+        for key in parse_list(remove_labels):
+            current.pop(key, None)
+        current.update(parse_key_values(update_labels, "--update-labels"))
+        body["labels"], mask = current, [*mask, "labels"]
+    if min_nodes is not None or max_nodes is not None:
+        scaling = dict(body.get("autoScaling") or {})
+        if min_nodes is not None:
+            scaling["minNodes"] = min_nodes
+            mask.append("autoScaling.minNodes")
+        if max_nodes is not None:
+            scaling["maxNodes"] = max_nodes
+            mask.append("autoScaling.maxNodes")
+        body["autoScaling"] = scaling
+    if not mask:
+        raise click.UsageError("Nothing to update: give --description, labels, --min-nodes/--max-nodes or --config.")
+    c.wait_operation(c.patch_version(name, model, version, body, ",".join(dict.fromkeys(mask))))
+    output.status(f"Updated version [{version}] of model [{model}].")

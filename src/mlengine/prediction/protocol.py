@@ -1,0 +1,69 @@
+"""The wire format between the router (control plane) and a replica, over a unix socket.
+
+Every message is a frame: a 9-byte header ``!BII`` (kind, request id, payload length) and the
+payload. The router sends ``PREDICT`` (payload: the client's request body, untouched) and
+``PING``; the replica answers ``REPLY`` (payload: 2-byte HTTP status + response body),
+``PONG``, and once per connection ``READY`` (payload: JSON ``{"framework", "pid"}``) or
+``FAILED`` (payload: the loader's message, UTF-8) as soon as its model is loaded or not.
+
+Request ids are chosen by the router and only need to be unique among its pending requests on
+one connection. Frames are parsed incrementally by :class:`FrameReader`; there is no other
+state, so the format costs one header per request and nothing else.
+"""
+
+from __future__ import annotations
+
+import struct
+
+PREDICT = 1
+PING = 2
+REPLY = 3
+PONG = 4
+READY = 5
+FAILED = 6
+
+HEADER = struct.Struct("!BII")
+STATUS = struct.Struct("!H")
+HEADER_SIZE = HEADER.size
+MAX_PAYLOAD = 1 << 31
+
+
+def frame(kind: int, request_id: int, payload: bytes = b"") -> bytes:
+    return HEADER.pack(kind, request_id, len(payload)) + payload
+
+
+def reply_frame(request_id: int, status: int, body: bytes) -> bytes:
+    return HEADER.pack(REPLY, request_id, len(body) + 2) + STATUS.pack(status) + body
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class FrameReader:
+    """Feed bytes in, get complete ``(kind, request_id, payload)`` frames out."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        buffer = self._buffer
+        buffer += data
+        frames: list[tuple[int, int, bytes]] = []
+        offset = 0
+        end = len(buffer)
+        unpack = HEADER.unpack_from
+        while end - offset >= HEADER_SIZE:
+            kind, request_id, length = unpack(buffer, offset)
+            if length > MAX_PAYLOAD or not 1 <= kind <= FAILED:
+                raise ProtocolError(f"bad frame (kind {kind}, length {length})")
+            stop = offset + HEADER_SIZE + length
+            if stop > end:
+                break
+            frames.append((kind, request_id, bytes(buffer[offset + HEADER_SIZE:stop])))
+            offset = stop
+        if offset:
+            del buffer[:offset]
+        return frames

@@ -1,0 +1,218 @@
+"""A model replica: the process that loads one version's model and answers predictions.
+
+Started by a zygote (forked from a process that already imported the framework) or as
+``python -m mlengine.prediction.replica --config FILE --socket PATH``. It
+
+1. listens on the unix socket PATH (so the router can connect while the model loads);
+2. loads the model with the version's predictor (user code runs here, never in the server);
+3. greets every connection with ``READY`` or ``FAILED`` (the loader's message);
+4. serves ``PREDICT`` frames with adaptive micro-batching: frames that arrive while the model
+   is busy are merged into the next call (up to ``maxBatch`` instances), so a lone request is
+   predicted at once and a crowd shares model calls. ``batchWaitMs`` > 0 additionally holds a
+   batch that long when the previous one was shared (more requests are likely on their way).
+
+It exits when its last router connection closes (the server stopped it, or died), on
+SIGTERM, or when nobody connects within ``acceptTimeout`` seconds. One thread, one event loop:
+a prediction blocks the loop, and that is the point (frames queue in the socket meanwhile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from mlengine.prediction import protocol
+from mlengine.prediction.engine import Engine
+from mlengine.prediction.frameworks._base import LoadOptions, ModelLoadError, Predictor, load_predictor
+
+
+@dataclass
+class ReplicaConfig:
+    model_dir: str
+    framework: str
+    prediction_class: str | None = None
+    framework_hint: str | None = None
+    pythonpath: list[str] = field(default_factory=list)
+    max_batch: int = 256
+    batch_wait_ms: float = 0.0
+    accept_timeout: float = 120.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReplicaConfig:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def load(config: ReplicaConfig) -> tuple[Predictor | None, bytes, int]:
+    """Load the model: ``(predictor, greeting payload, greeting kind)``."""
+    for entry in reversed(config.pythonpath):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    options = LoadOptions(prediction_class=config.prediction_class, framework_hint=config.framework_hint)
+    try:
+        predictor = load_predictor(Path(config.model_dir), config.framework, options)
+    except ModelLoadError as err:
+        return None, str(err).encode(), protocol.FAILED
+    except BaseException as err:  # user code may raise anything, even SystemExit
+        traceback.print_exc()
+        return None, f"Loading the model failed: {type(err).__name__}: {err}".encode(), protocol.FAILED
+    info = {"framework": predictor.detected_framework, "pid": os.getpid()}
+    return predictor, json.dumps(info).encode(), protocol.READY
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: ReplicaServer) -> None:
+        self.server = server
+        self.reader = protocol.FrameReader()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport
+        self.server.connected(self)
+        self.transport.write(protocol.frame(self.server.greeting_kind, 0, self.server.greeting))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.reader.feed(data)
+        except protocol.ProtocolError:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for kind, request_id, payload in frames:
+            if kind == protocol.PREDICT:
+                self.server.enqueue(self, request_id, payload)
+            elif kind == protocol.PING and self.transport is not None:
+                self.transport.write(protocol.frame(protocol.PONG, request_id))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.disconnected(self)
+
+
+class ReplicaServer:
+    def __init__(self, loop: asyncio.AbstractEventLoop, config: ReplicaConfig, predictor: Predictor | None,
+                 greeting_kind: int, greeting: bytes) -> None:
+        self.loop = loop
+        self.engine = Engine(predictor, config.max_batch) if predictor is not None else None
+        self.greeting_kind = greeting_kind
+        self.greeting = greeting
+        self.wait = max(0.0, config.batch_wait_ms) / 1000.0
+        self.pending: list[tuple[_Connection, int, bytes]] = []
+        self.scheduled = False
+        self.last_batch = 0
+        self.connections: set[_Connection] = set()
+        self.ever_connected = False
+
+    def connected(self, conn: _Connection) -> None:
+        self.connections.add(conn)
+        self.ever_connected = True
+
+    def disconnected(self, conn: _Connection) -> None:
+        self.connections.discard(conn)
+        if not self.connections:
+            self.loop.stop()
+
+    def enqueue(self, conn: _Connection, request_id: int, body: bytes) -> None:
+        self.pending.append((conn, request_id, body))
+        if not self.scheduled:
+            self.scheduled = True
+            if self.wait and self.last_batch > 1:
+                self.loop.call_later(self.wait, self.process)
+            else:
+                self.loop.call_soon(self.process)
+
+    def process(self) -> None:
+        self.scheduled = False
+        items, self.pending = self.pending, []
+        self.last_batch = len(items)
+        if self.engine is None:
+            replies = [(503, b'{"error":"The model is not loaded."}')] * len(items)
+        else:
+            replies = self.engine.handle([body for _, _, body in items])
+        if len(items) == 1:
+            conn, request_id, _ = items[0]
+            if not conn.closed and conn.transport is not None:
+                conn.transport.write(protocol.reply_frame(request_id, replies[0][0], replies[0][1]))
+            return
+        out: dict[_Connection, list[bytes]] = {}
+        for (conn, request_id, _), (status, body) in zip(items, replies, strict=True):
+            out.setdefault(conn, []).append(protocol.reply_frame(request_id, status, body))
+        for conn, frames in out.items():
+            if not conn.closed and conn.transport is not None:
+                conn.transport.write(b"".join(frames))
+
+    def check_abandoned(self) -> None:
+        if not self.ever_connected:
+            print("No router connected in time; exiting.", file=sys.stderr, flush=True)
+            self.loop.stop()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+
+
+def listen(socket_path: str) -> socket.socket:
+    with_path = Path(socket_path)
+    if with_path.exists() or with_path.is_symlink():
+        with_path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    os.chmod(socket_path, 0o600)
+    listener.listen(64)
+    return listener
+
+
+def serve(config: ReplicaConfig, listener: socket.socket, on_loaded: Callable[[], None] | None = None) -> int:
+    """Load the model and serve until stopped; returns the process exit code."""
+    predictor, greeting, kind = load(config)
+    if kind == protocol.FAILED:
+        print(f"Model failed to load: {greeting.decode(errors='replace')}", file=sys.stderr, flush=True)
+    gc.collect()
+    gc.freeze()  # the model's objects are long-lived: keep the collector off them
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    server = ReplicaServer(loop, config, predictor, kind, greeting)
+    loop.run_until_complete(loop.create_unix_server(lambda: _Connection(server), sock=listener))
+    loop.add_signal_handler(signal.SIGTERM, loop.stop)
+    loop.add_signal_handler(signal.SIGINT, loop.stop)
+    loop.call_later(config.accept_timeout, server.check_abandoned)
+    if on_loaded is not None:
+        on_loaded()
+    try:
+        loop.run_forever()
+    finally:
+        listener.close()
+    return 0 if kind == protocol.READY else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlengine-replica")
+    parser.add_argument("--config", required=True, help="JSON file with the replica's configuration")
+    parser.add_argument("--socket", required=True, help="unix socket to listen on")
+    args = parser.parse_args(argv)
+    config = ReplicaConfig.from_json(json.loads(Path(args.config).read_text()))
+    listener = listen(args.socket)
+    return serve(config, listener)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The predict route, as a plain ASGI handler in front of FastAPI (the hot path).
+
+``POST /v1/projects/{p}/models/{m}[/versions/{v}]:predict`` is answered here without FastAPI's
+routing, dependency injection or Request objects: parse the path, check the bearer token
+(permission ``ml.models.predict``, same table and cache as every other route), refuse
+non-JSON content types, read the body under the size limit (``Content-Length`` checked before
+reading, chunked bodies counted as they arrive; 413 either way), resolve the version in the
+serving manager's in-memory table and forward the raw body to a replica. The replica's answer
+is written back as is.
+
+Authentication errors use the Google error shape like every route; everything after that uses
+prediction's flat ``{"error": "message"}``. :class:`PredictMiddleware` is installed by
+``create_app``; the same handler is also registered as the routes' endpoint, so the routes are
+enumerable (permission test) and work even without the middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mlengine.api.auth import role_allows
+from mlengine.errors import Code, MLEngineError
+from mlengine.prediction import jsonio
+from mlengine.prediction.pool import Result, error_result
+
+log = logging.getLogger("mlengine.serving")
+PERMISSION = "ml.models.predict"
+SUFFIX = ":predict"
+_JSON_TYPES = (b"application/json", b"text/plain", b"application/x-www-form-urlencoded")
+
+Scope = dict[str, Any]
+
+
+def parse_path(path: str) -> tuple[str, str, str | None] | None:
+    """``(project, model, version or None)`` of a predict path, or None."""
+    if not path.endswith(SUFFIX):
+        return None
+    parts = path[: -len(SUFFIX)].split("/")
+    if len(parts) not in (6, 8) or parts[1] != "v1" or parts[2] != "projects" or parts[4] != "models":
+        return None
+    if len(parts) == 8 and parts[6] != "versions":
+        return None
+    if not all(parts[3:]):
+        return None
+    return parts[3], parts[5], parts[7] if len(parts) == 8 else None
+
+
+async def _send(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _google_error(error: MLEngineError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    extra = [(b"www-authenticate", b"Bearer")] if error.code is Code.UNAUTHENTICATED else []
+    return error.code.http_status, jsonio.dumps(error.to_dict()), extra
+
+
+def _authorize(app: Any, authorization: bytes | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+    scheme, _, token = (authorization or b"").decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _google_error(MLEngineError(
+            Code.UNAUTHENTICATED,
+            "Request is missing a valid bearer token (header 'Authorization: Bearer TOKEN'; "
+            "get one with `mle auth print-access-token`).",
+        ))
+    identity = app.state.tokens.lookup(token.strip())
+    if identity is None:
+        return _google_error(MLEngineError(Code.UNAUTHENTICATED, "The bearer token is not valid (unknown or revoked)."))
+    name, role = identity
+    if not role_allows(role, PERMISSION):
+        return _google_error(MLEngineError(
+            Code.PERMISSION_DENIED, f"Permission '{PERMISSION}' denied: token '{name}' has role '{role}'."))
+    return None
+
+
+async def _read_body(receive: Any, limit: int) -> bytes | Result | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return error_result(413, f"The request body exceeds the limit of {limit} bytes "
+                                "(MLE_PREDICT_MAX_BODY_BYTES); send fewer instances per request.")
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def handle_predict(scope: Scope, receive: Any, send: Any) -> None:
+    """The ASGI handler of both predict routes."""
+    app = scope["app"]
+    target = parse_path(scope["path"])
+    if target is None:
+        await _send(send, 404, jsonio.error_body(f"The requested URL {scope['path']} was not found on this server."))
+        return
+    authorization = content_type = length = None
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            authorization = value
+        elif key == b"content-type":
+            content_type = value
+        elif key == b"content-length":
+            length = value
+    denied = _authorize(app, authorization)
+    if denied is not None:
+        await _send(send, *denied)
+        return
+    if content_type is not None:
+        media = content_type.split(b";", 1)[0].strip().lower()
+        if media and media not in _JSON_TYPES and not media.endswith(b"+json"):
+            await _send(send, 415, jsonio.error_body(
+                f"Only JSON request bodies are accepted (Content-Type: application/json), not "
+                f"{media.decode('latin-1')!r}."))
+            return
+    manager = app.state.serving
+    limit = manager.settings.predict_max_body_bytes
+    if length is not None and length.isdigit() and int(length) > limit:
+        await _send(send, *error_result(413, f"The request body of {int(length)} bytes exceeds the limit of "
+                                        f"{limit} bytes (MLE_PREDICT_MAX_BODY_BYTES); send fewer instances per "
+                                        "request."))
+        return
+    body = await _read_body(receive, limit)
+    if body is None:
+        return  # the client went away
+    if isinstance(body, tuple):
+        await _send(send, *body)
+        return
+    project, model, version = target
+    found = manager.resolve(project, model, version)
+    if isinstance(found, tuple):
+        await _send(send, *found)
+        return
+    try:
+        status, payload, extra = await found.predict(body)
+    except Exception as err:  # never let a prediction become a hang or a stack trace
+        log.exception("predict on %s failed", found.label)
+        status, payload, extra = error_result(500, f"Internal error: {type(err).__name__}")
+    await _send(send, status, payload, extra)
+
+
+class PredictMiddleware:
+    """Answers predict calls before FastAPI routing; passes everything else through."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith(SUFFIX)
+            and parse_path(scope["path"]) is not None
+            and getattr(scope["app"].state, "serving", None) is not None
+        ):
+            await handle_predict(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class PredictEndpoint:
+    """The routes' endpoint (an ASGI app, so Starlette passes the raw scope)."""
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if getattr(scope["app"].state, "serving", None) is None:
+            await _send(send, 503, jsonio.error_body("Online prediction is not enabled on this server."))
+            return
+        await handle_predict(scope, receive, send)

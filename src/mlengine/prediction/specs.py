@@ -1,0 +1,240 @@
+"""Validation of Model and Version bodies, and their rendering as ml v1 JSON.
+
+Everything is checked before anything is stored; each error names the field
+(``autoScaling.minNodes``). Output-only fields in a request body are ignored; unknown fields
+are refused, as AI Platform does.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from mlengine.errors import invalid
+from mlengine.prediction.frameworks._base import FRAMEWORKS
+from mlengine.store.serving import ModelRow, OperationRow, VersionRow, etag
+from mlengine.store.timeutil import rfc3339
+from mlengine.training.jobspec import validate_labels
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+PREDICTION_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+MODEL_OUTPUT = frozenset({"etag", "defaultVersion"})
+MODEL_INPUT = frozenset({"name", "description", "labels", "regions", "onlinePredictionLogging",
+                         "onlinePredictionConsoleLogging"})
+VERSION_OUTPUT = frozenset({"state", "createTime", "isDefault", "etag", "errorMessage", "lastUseTime",
+                            "lastMigrationModelId", "lastMigrationTime", "replicas"})
+VERSION_INPUT = frozenset({"name", "description", "deploymentUri", "framework", "runtimeVersion", "pythonVersion",
+                           "autoScaling", "manualScaling", "predictionClass", "packageUris", "labels",
+                           "machineType", "serviceAccount", "requestLoggingConfig", "acceleratorConfig",
+                           "explanationConfig"})
+UNSUPPORTED = ("container", "routes")
+OPERATION_TYPES = ("CREATE_VERSION", "DELETE_VERSION", "DELETE_MODEL", "UPDATE_MODEL", "UPDATE_VERSION")
+SERVER_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _check_fields(body: Mapping[str, Any], allowed: frozenset[str], output: frozenset[str], what: str) -> None:
+    for key in body:
+        if key in UNSUPPORTED:
+            raise invalid(key, f"custom containers are not supported by mlengine ({what}.{key})")
+        if key not in allowed and key not in output:
+            raise invalid(key, f"unknown field of {what}")
+
+
+def short_name(value: Any, field: str, kind: str) -> str:
+    """A model or version name; a full resource name is accepted and reduced to its last part."""
+    if not isinstance(value, str) or not value:
+        raise invalid(field, f"the {kind} name is required")
+    name = value.rsplit("/", 1)[-1]
+    if not NAME_RE.match(name):
+        raise invalid(field, f"{kind} name {name!r} must start with a letter and hold at most 128 letters, "
+                      "digits or underscores")
+    return name
+
+
+def _string(body: Mapping[str, Any], key: str, field: str | None = None) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid(field or key, "must be a string")
+    return value
+
+
+def validate_model(body: Any) -> dict[str, Any]:
+    if not isinstance(body, Mapping):
+        raise invalid("model", "the request body must be a JSON object (a Model)")
+    _check_fields(body, MODEL_INPUT, MODEL_OUTPUT, "Model")
+    regions = body.get("regions") or []
+    if not isinstance(regions, list) or len(regions) > 1 or not all(isinstance(r, str) for r in regions):
+        raise invalid("regions", "must be a list with at most one region")
+    spec: dict[str, Any] = {"regions": regions}
+    for flag in ("onlinePredictionLogging", "onlinePredictionConsoleLogging"):
+        if flag in body:
+            if not isinstance(body[flag], bool):
+                raise invalid(flag, "must be true or false")
+            spec[flag] = body[flag]
+    return {
+        "name": short_name(body.get("name"), "name", "model"),
+        "description": _string(body, "description") or "",
+        "labels": validate_labels(body.get("labels")),
+        "spec": spec,
+    }
+
+
+def _nodes(value: Any, field: str, minimum: int) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise invalid(field, f"must be an integer >= {minimum}")
+    return value
+
+
+def validate_scaling(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``autoScaling``/``manualScaling`` of a Version body, normalized (ints, not both)."""
+    out: dict[str, Any] = {}
+    auto, manual = body.get("autoScaling"), body.get("manualScaling")
+    if auto is not None and manual is not None:
+        raise invalid("autoScaling", "set either autoScaling or manualScaling, not both")
+    if manual is not None:
+        if not isinstance(manual, Mapping):
+            raise invalid("manualScaling", "must be an object like {\"nodes\": 1}")
+        out["manualScaling"] = {"nodes": _nodes(manual.get("nodes", 1), "manualScaling.nodes", 1)}
+    if auto is not None:
+        if not isinstance(auto, Mapping):
+            raise invalid("autoScaling", "must be an object like {\"minNodes\": 0, \"maxNodes\": 2}")
+        scaling: dict[str, Any] = {"minNodes": _nodes(auto.get("minNodes", 0), "autoScaling.minNodes", 0)}
+        if auto.get("maxNodes") is not None:
+            scaling["maxNodes"] = _nodes(auto["maxNodes"], "autoScaling.maxNodes", 1)
+            if scaling["maxNodes"] < scaling["minNodes"]:
+                raise invalid("autoScaling.maxNodes", "must not be smaller than autoScaling.minNodes")
+        out["autoScaling"] = scaling
+    return out
+
+
+def validate_version(body: Any) -> dict[str, Any]:
+    """The stored ``spec`` of a new version (the user's fields, normalized)."""
+    if not isinstance(body, Mapping):
+        raise invalid("version", "the request body must be a JSON object (a Version)")
+    _check_fields(body, VERSION_INPUT, VERSION_OUTPUT, "Version")
+    spec: dict[str, Any] = {"name": short_name(body.get("name"), "name", "version")}
+    uri = _string(body, "deploymentUri")
+    if not uri:
+        raise invalid("deploymentUri", "is required: the directory (or URI) holding the exported model")
+    from mlengine.storage import uris
+
+    uris.check_usable(uri, "deploymentUri")
+    spec["deploymentUri"] = uri
+    framework = _string(body, "framework")
+    if framework and framework != "FRAMEWORK_UNSPECIFIED":
+        framework = framework.upper()
+        if framework not in FRAMEWORKS:
+            raise invalid("framework", f"must be one of {', '.join(FRAMEWORKS)}, got {body['framework']!r}")
+        spec["framework"] = framework
+    for key in ("description", "runtimeVersion", "machineType", "serviceAccount"):
+        value = _string(body, key)
+        if value:
+            spec[key] = value
+    python = _string(body, "pythonVersion")
+    if python and python != SERVER_PYTHON:
+        raise invalid("pythonVersion", f"Python {python} is not available on this server; it runs Python "
+                      f"{SERVER_PYTHON}")
+    spec["pythonVersion"] = python or SERVER_PYTHON
+    spec.update(validate_scaling(body))
+    prediction_class = _string(body, "predictionClass")
+    if prediction_class:
+        if not PREDICTION_CLASS_RE.match(prediction_class):
+            raise invalid("predictionClass", f"{prediction_class!r} must be module.ClassName")
+        spec["predictionClass"] = prediction_class
+    packages = body.get("packageUris")
+    if packages is not None:
+        if not isinstance(packages, list) or not all(isinstance(p, str) and p for p in packages):
+            raise invalid("packageUris", "must be a list of package URIs")
+        for i, package in enumerate(packages):
+            uris.check_usable(package, f"packageUris[{i}]")
+            if uris.is_local(package) and not uris.local_path(package).is_file():
+                raise invalid(f"packageUris[{i}]", f"{package} does not exist or is not a file readable by the server")
+        spec["packageUris"] = list(packages)
+    if prediction_class and not packages:
+        raise invalid("packageUris", "a predictionClass needs the packages that hold it (packageUris)")
+    if body.get("requestLoggingConfig") is not None:
+        spec["requestLoggingConfig"] = body["requestLoggingConfig"]
+    spec["labels"] = validate_labels(body.get("labels"))
+    return spec
+
+
+# Rendering ----------------------------------------------------------------------------------
+def model_name(project: str, model: str) -> str:
+    return f"projects/{project}/models/{model}"
+
+
+def render_version(model: ModelRow, row: VersionRow, replicas: Mapping[str, int] | None = None) -> dict[str, Any]:
+    spec = dict(row.spec)
+    spec.pop("name", None)
+    version: dict[str, Any] = {"name": f"{model_name(model.project, model.name)}/versions/{row.name}", **spec}
+    framework = (row.internal or {}).get("framework")
+    if framework and "framework" not in version and not spec.get("predictionClass"):
+        version["framework"] = framework
+    version.update({
+        "state": row.state,
+        "isDefault": model.default_version == row.name,
+        "createTime": rfc3339(row.create_time),
+        "etag": etag(row.id, row.version),
+    })
+    if not version.get("labels"):
+        version.pop("labels", None)
+    if row.error_message:
+        version["errorMessage"] = row.error_message
+    if row.last_use_time:
+        version["lastUseTime"] = rfc3339(row.last_use_time)
+    if replicas is not None:
+        version["replicas"] = dict(replicas)
+    return version
+
+
+def render_model(row: ModelRow, default: VersionRow | None) -> dict[str, Any]:
+    model: dict[str, Any] = {"name": model_name(row.project, row.name)}
+    if row.description:
+        model["description"] = row.description
+    if row.labels:
+        model["labels"] = row.labels
+    spec = row.spec or {}
+    if spec.get("regions"):
+        model["regions"] = spec["regions"]
+    for flag in ("onlinePredictionLogging", "onlinePredictionConsoleLogging"):
+        if spec.get(flag):
+            model[flag] = True
+    if default is not None:
+        model["defaultVersion"] = render_version(row, default)
+    model["etag"] = etag(row.id, row.version)
+    return model
+
+
+RPC_CODES = {"CANCELLED": 1, "INVALID_ARGUMENT": 3, "FAILED_PRECONDITION": 9, "INTERNAL": 13}
+
+
+def render_operation(row: OperationRow) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "@type": "type.googleapis.com/google.cloud.ml.v1.OperationMetadata",
+        "createTime": rfc3339(row.create_time),
+        "operationType": row.operation_type,
+        "modelName": model_name(row.project, row.model_name),
+        "isCancellationRequested": bool(row.cancel_requested),
+    }
+    if row.start_time:
+        metadata["startTime"] = rfc3339(row.start_time)
+    if row.end_time:
+        metadata["endTime"] = rfc3339(row.end_time)
+    meta = row.meta or {}
+    if meta.get("version"):
+        metadata["version"] = meta["version"]
+    if meta.get("labels"):
+        metadata["labels"] = meta["labels"]
+    operation: dict[str, Any] = {"name": f"projects/{row.project}/operations/{row.name}", "metadata": metadata,
+                                 "done": bool(row.done)}
+    if row.done and row.error:
+        operation["error"] = row.error
+    elif row.done:
+        operation["response"] = row.response or {"@type": "type.googleapis.com/google.protobuf.Empty"}
+    return operation

@@ -1,0 +1,294 @@
+"""Models, versions and long-running operations of online prediction.
+
+Contract: like :mod:`mlengine.store.jobs`, every method is its own transaction and returns
+detached rows. Writers that read-modify-write go through ``update_*`` (row lock on
+PostgreSQL, the process-wide write lock on SQLite). Pages are newest-first for operations and
+by name for models and versions, with opaque page tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mlengine.errors import already_exists, invalid, not_found
+from mlengine.store.database import Database
+from mlengine.store.models import Base
+from mlengine.store.timeutil import utcnow
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+
+class ModelRow(Base):
+    """A model: a named container of versions with an optional default version."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_models_project_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project: Mapped[str] = mapped_column(String(128), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # regions, logging flags
+    default_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class VersionRow(Base):
+    """A model version. ``spec`` holds the user's fields (ml v1 ``Version``), ``internal``
+    what the serving manager needs (managed model directory, environment, detected framework)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_pk", "name", name="uq_model_versions_model_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_pk: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    internal: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_use_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class OperationRow(Base):
+    """A long-running operation (``google.longrunning.Operation``)."""
+
+    __tablename__ = "operations"
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_operations_project_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project: Mapped[str] = mapped_column(String(128), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    operation_type: Mapped[str] = mapped_column(String(32))
+    model_name: Mapped[str] = mapped_column(String(128))
+    version_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    done: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    start_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    end_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+def etag(row_id: int, version: int) -> str:
+    digest = hashlib.sha256(f"{row_id}:{version}".encode()).digest()[:8]
+    return base64.b64encode(digest).decode()
+
+
+def _encode(kind: str, value: str | int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode()
+
+
+def _decode(kind: str, token: str) -> str:
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+        found, value = text.split(":", 1)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("pageToken", "is not a token returned by a previous list call") from None
+    if found != kind:
+        raise invalid("pageToken", "is not a token returned by a previous list call")
+    return value
+
+
+def _page_size(page_size: int | None) -> int:
+    if page_size is not None and page_size < 0:
+        raise invalid("pageSize", "must not be negative")
+    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+class ServingRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # Models -------------------------------------------------------------------------------
+    def create_model(self, project: str, name: str, *, description: str, labels: dict[str, str],
+                     spec: dict[str, Any]) -> ModelRow:
+        row = ModelRow(project=project, name=name, description=description, labels=labels, spec=spec,
+                       default_version=None, create_time=utcnow(), version=1)
+        try:
+            with self.db.session() as s:
+                s.add(row)
+                s.flush()
+        except IntegrityError:
+            raise already_exists(f"Model projects/{project}/models/{name}") from None
+        return row
+
+    def get_model(self, project: str, name: str) -> ModelRow:
+        with self.db.session() as s:
+            row = s.scalar(select(ModelRow).where(ModelRow.project == project, ModelRow.name == name))
+        if row is None:
+            raise not_found(f"Model projects/{project}/models/{name}")
+        return row
+
+    def all_models(self) -> list[ModelRow]:
+        with self.db.session() as s:
+            return list(s.scalars(select(ModelRow).order_by(ModelRow.id)))
+
+    def list_models(self, project: str, predicate: Callable[[ModelRow], bool], page_size: int | None,
+                    page_token: str | None) -> tuple[list[ModelRow], str | None]:
+        size = _page_size(page_size)
+        after = _decode("model", page_token) if page_token else None
+        with self.db.session() as s:
+            stmt = select(ModelRow).where(ModelRow.project == project)
+            if after is not None:
+                stmt = stmt.where(ModelRow.name > after)
+            rows = [r for r in s.scalars(stmt.order_by(ModelRow.name)) if predicate(r)]
+        if len(rows) > size:
+            return rows[:size], _encode("model", rows[size - 1].name)
+        return rows, None
+
+    def update_model(self, pk: int, change: Callable[[ModelRow], None]) -> ModelRow:
+        with self.db.session() as s:
+            stmt = select(ModelRow).where(ModelRow.id == pk)
+            if not self.db.is_sqlite:
+                stmt = stmt.with_for_update()
+            row = s.scalar(stmt)
+            if row is None:
+                raise not_found(f"Model #{pk}")
+            change(row)
+            row.version = row.version + 1
+        return row
+
+    def delete_model(self, pk: int, check: Callable[[ModelRow, list[VersionRow]], None]) -> None:
+        """Delete the model after ``check(model, versions)`` passes, in one transaction."""
+        with self.db.session() as s:
+            row = s.get(ModelRow, pk)
+            if row is None:
+                raise not_found(f"Model #{pk}")
+            versions = list(s.scalars(select(VersionRow).where(VersionRow.model_pk == pk)))
+            check(row, versions)
+            s.delete(row)
+
+    # Versions -----------------------------------------------------------------------------
+    def create_version(self, model: ModelRow, name: str, *, spec: dict[str, Any], internal: dict[str, Any],
+                       make_default_if_none: bool = True) -> tuple[VersionRow, bool]:
+        """Create a CREATING version; returns it and whether it became the model's default."""
+        row = VersionRow(model_pk=model.id, name=name, state="CREATING", error_message="", spec=spec,
+                         internal=internal, create_time=utcnow(), version=1)
+        became_default = False
+        try:
+            with self.db.session() as s:
+                s.add(row)
+                s.flush()
+                owner = s.get(ModelRow, model.id)
+                if owner is None:
+                    raise not_found(f"Model projects/{model.project}/models/{model.name}")
+                if make_default_if_none and not owner.default_version:
+                    owner.default_version = name
+                    owner.version = owner.version + 1
+                    became_default = True
+        except IntegrityError:
+            raise already_exists(
+                f"Version projects/{model.project}/models/{model.name}/versions/{name}"
+            ) from None
+        return row, became_default
+
+    def get_version(self, model: ModelRow, name: str) -> VersionRow:
+        with self.db.session() as s:
+            row = s.scalar(select(VersionRow).where(VersionRow.model_pk == model.id, VersionRow.name == name))
+        if row is None:
+            raise not_found(f"Version projects/{model.project}/models/{model.name}/versions/{name}")
+        return row
+
+    def versions_of(self, model_pk: int) -> list[VersionRow]:
+        with self.db.session() as s:
+            return list(s.scalars(select(VersionRow).where(VersionRow.model_pk == model_pk)
+                                  .order_by(VersionRow.name)))
+
+    def list_versions(self, model: ModelRow, predicate: Callable[[VersionRow], bool], page_size: int | None,
+                      page_token: str | None) -> tuple[list[VersionRow], str | None]:
+        size = _page_size(page_size)
+        after = _decode("version", page_token) if page_token else None
+        rows = [r for r in self.versions_of(model.id) if (after is None or r.name > after) and predicate(r)]
+        if len(rows) > size:
+            return rows[:size], _encode("version", rows[size - 1].name)
+        return rows, None
+
+    def update_version(self, pk: int, change: Callable[[VersionRow], None]) -> VersionRow:
+        with self.db.session() as s:
+            stmt = select(VersionRow).where(VersionRow.id == pk)
+            if not self.db.is_sqlite:
+                stmt = stmt.with_for_update()
+            row = s.scalar(stmt)
+            if row is None:
+                raise not_found(f"Version #{pk}")
+            change(row)
+            row.version = row.version + 1
+        return row
+
+    def delete_version_row(self, pk: int) -> None:
+        with self.db.session() as s:
+            row = s.get(VersionRow, pk)
+            if row is not None:
+                s.delete(row)
+
+    def set_last_use(self, times: dict[int, dt.datetime]) -> None:
+        with self.db.session() as s:
+            for pk, when in times.items():
+                row = s.get(VersionRow, pk)
+                if row is not None:
+                    row.last_use_time = when
+
+    # Operations ---------------------------------------------------------------------------
+    def create_operation(self, project: str, name: str, operation_type: str, model_name: str,
+                         version_name: str | None, meta: dict[str, Any], *, done: bool = False,
+                         response: dict[str, Any] | None = None) -> OperationRow:
+        now = utcnow()
+        row = OperationRow(project=project, name=name, operation_type=operation_type, model_name=model_name,
+                           version_name=version_name, done=done, cancel_requested=False, error=None,
+                           response=response, meta=meta, create_time=now,
+                           start_time=now, end_time=now if done else None)
+        with self.db.session() as s:
+            s.add(row)
+            s.flush()
+        return row
+
+    def get_operation(self, project: str, name: str) -> OperationRow:
+        with self.db.session() as s:
+            row = s.scalar(select(OperationRow).where(OperationRow.project == project, OperationRow.name == name))
+        if row is None:
+            raise not_found(f"Operation projects/{project}/operations/{name}")
+        return row
+
+    def pending_operations(self) -> list[OperationRow]:
+        with self.db.session() as s:
+            return list(s.scalars(select(OperationRow).where(OperationRow.done.is_(False)).order_by(OperationRow.id)))
+
+    def list_operations(self, project: str, predicate: Callable[[OperationRow], bool], page_size: int | None,
+                        page_token: str | None) -> tuple[list[OperationRow], str | None]:
+        size = _page_size(page_size)
+        before = int(_decode("op", page_token)) if page_token else None
+        with self.db.session() as s:
+            stmt = select(OperationRow).where(OperationRow.project == project)
+            if before is not None:
+                stmt = stmt.where(OperationRow.id < before)
+            rows = [r for r in s.scalars(stmt.order_by(OperationRow.id.desc())) if predicate(r)]
+        if len(rows) > size:
+            return rows[:size], _encode("op", rows[size - 1].id)
+        return rows, None
+
+    def update_operation(self, pk: int, change: Callable[[OperationRow], None]) -> OperationRow:
+        with self.db.session() as s:
+            stmt = select(OperationRow).where(OperationRow.id == pk)
+            if not self.db.is_sqlite:
+                stmt = stmt.with_for_update()
+            row = s.scalar(stmt)
+            if row is None:
+                raise not_found(f"Operation #{pk}")
+            change(row)
+        return row

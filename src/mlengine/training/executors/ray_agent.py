@@ -1,0 +1,132 @@
+"""The Ray actor that owns one replica on its node: a thin shell around the supervisor.
+
+The Ray executor creates one detached, named ``ReplicaAgent`` per replica inside the job's
+placement group (so it holds the replica's CPUs, memory and GPUs on that node). The agent:
+
+1. :meth:`ReplicaAgent.reserve` holds a free port on its node and reports where it is (node
+   address, node id, host name), so the control plane can write the cluster spec;
+2. :meth:`ReplicaAgent.start` lets the port go and starts the usual supervisor
+   (``python -m mlengine.training.executors.supervisor --exit-with-parent``) in its own
+   session: logs as JSON lines and the exit status file, exactly as on the local executor;
+3. answers :meth:`poll`, :meth:`signal` and :meth:`group_alive` for the control plane, from
+   any (restarted) control-plane process that looks it up by name;
+4. :meth:`read_log` hands out the log from an offset, for control planes that do not share
+   the node's filesystem.
+
+If the agent dies (``ray.kill``, placement group removed, node lost), the supervisor notices
+that its parent is gone, records exit status -9 with the reason and kills the trainer.
+
+This module imports nothing from Ray at import time; workers import it by name, so mlengine
+must be installed on every node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def clean_environment(extra: dict[str, str]) -> dict[str, str]:
+    """The node's environment without Ray's own variables (no cluster token for user code),
+    plus the replica's. ``CUDA_VISIBLE_DEVICES`` that Ray set for the agent's GPUs is kept."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return {**base, **extra}
+
+
+class ReplicaAgent:
+    def __init__(self) -> None:
+        self._reservation: Any = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._status_file: str | None = None
+        self._log_file: str | None = None
+
+    def reserve(self, low: int, high: int) -> dict[str, Any]:
+        import ray
+
+        from mlengine.training.ports import reserve_ports
+
+        self._reservation = reserve_ports(1, (low, high))
+        return {
+            "host": ray.util.get_node_ip_address(),
+            "port": self._reservation.ports[0],
+            "nodeId": ray.get_runtime_context().get_node_id(),
+            "hostname": socket.gethostname(),
+            "agentPid": os.getpid(),
+        }
+
+    def start(self, argv: list[str], env: dict[str, str], cwd: str, log_file: str,
+              status_file: str, task_name: str) -> dict[str, Any]:
+        if self._proc is not None:  # a retried call: the replica already runs
+            return {"pid": self._proc.pid}
+        if self._reservation is not None:
+            self._reservation.release()
+        for path in (Path(cwd), Path(log_file).parent, Path(status_file).parent):
+            path.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", "mlengine.training.executors.supervisor",
+            "--task-name", task_name, "--log-file", log_file, "--status-file", status_file,
+            "--cwd", cwd, "--exit-with-parent", "--", *argv,
+        ]
+        with open(Path(status_file).with_suffix(".supervisor.log"), "ab") as out:
+            self._proc = subprocess.Popen(
+                command, cwd=cwd, env=clean_environment(env), stdin=subprocess.DEVNULL,
+                stdout=out, stderr=out, start_new_session=True, close_fds=True,
+            )
+        self._status_file, self._log_file = status_file, log_file
+        return {"pid": self._proc.pid}
+
+    def _status(self) -> dict[str, Any] | None:
+        if not self._status_file:
+            return None
+        try:
+            return dict(json.loads(Path(self._status_file).read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            return {"unreadable": str(exc)}
+
+    def poll(self) -> dict[str, Any]:
+        """``{"running": bool, "status": the status file or None, "started": bool}``."""
+        if self._proc is None:
+            return {"running": False, "status": None, "started": False}
+        running = self._proc.poll() is None
+        return {"running": running, "status": self._status(), "started": True}
+
+    def signal(self, signum: int) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signum)
+
+    def group_alive(self) -> bool:
+        if self._proc is None:
+            return False
+        self._proc.poll()  # reap the supervisor if it exited
+        try:
+            os.killpg(self._proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def read_log(self, offset: int, limit: int = 1 << 20) -> tuple[bytes, int]:
+        """Complete lines of the replica's log from ``offset``: (data, next offset)."""
+        if not self._log_file:
+            return b"", offset
+        try:
+            with open(self._log_file, "rb") as f:
+                f.seek(offset)
+                data = f.read(limit)
+        except FileNotFoundError:
+            return b"", offset
+        end = data.rfind(b"\n") + 1
+        return data[:end], offset + end
+
+    def node(self) -> dict[str, Any]:
+        import ray
+
+        return {"nodeId": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}

@@ -1,0 +1,370 @@
+"""The tuner: decides which trials a tuning job runs; the scheduler runs them like any job.
+
+It is a hook of :class:`mlengine.training.scheduler.Scheduler`: the scheduler leaves the jobs
+the tuner :meth:`~Tuner.owns` (tuning jobs, ``internal["tuning"]``) alone and calls
+:meth:`~Tuner.tick` with every active job on each pass, in the scheduler thread, right before
+it starts queued jobs. So a trial created in a tick starts in the same pass (the scheduling
+gap between trials is one pass plus a process start). Per tuning job, a tick:
+
+1. records each trial whose job row ended: reads its metric (:mod:`.metrics`), judges it
+   (:func:`.trials.judge`: no metric = failed, with a message saying so), tells Optuna;
+2. feeds running trials' intermediate values to the pruner when early stopping is on, and
+   stops a trial the pruner rejects (its job goes CANCELLING; the trial shows SUCCEEDED with
+   ``isTrialStoppedEarly``);
+3. moves the tuning job QUEUED -> PREPARING -> RUNNING as its first trial does (the tuning job
+   itself holds no CPU slots);
+4. decides whether the job ends: ``maxFailedTrials`` (or the default limit) reached, all
+   trials done, ``scheduling.maxRunningTime``/``maxWaitTime`` passed, a trial that could not
+   even start (its packages, its module, its size: every trial would fail alike), or a
+   cancel. A job that ends first stops its running trials and only takes its final state
+   once none is left (recorded in ``internal["ending"]``);
+5. otherwise asks Optuna for new trials while fewer than ``maxParallelTrials`` are active and
+   fewer than ``maxTrials`` were created (for grid search: while grid points are left) and
+   creates their job rows (QUEUED; :mod:`.trials` documents their fields);
+6. writes ``trainingOutput`` when it changed.
+
+Everything is in the metadata store (job rows and Optuna's tables), so a restarted server
+carries on; an Optuna trial asked for but never turned into a job row (a crash in between) is
+marked failed when the study is loaded again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlengine.config import Settings
+from mlengine.errors import MLEngineError
+from mlengine.store.database import Database
+from mlengine.store.jobs import JobRepository
+from mlengine.store.models import JobRow
+from mlengine.store.timeutil import as_utc, utcnow
+from mlengine.training import states
+from mlengine.training.runtime import JobPaths
+from mlengine.tuning import trials as trial_rows
+from mlengine.tuning.metrics import MetricWatcher, collect, intermediate_values
+from mlengine.tuning.spec import TuningSpec, parse_hyperparameters
+
+log = logging.getLogger("mlengine.tuner")
+
+#: Reports a running trial needs before early stopping may judge it.
+MIN_REPORTS_TO_STOP = 2
+#: Consecutive failed ticks of one tuning job (an engine bug, an unreachable database) that
+#: end it as FAILED.
+MAX_TICK_ERRORS = 20
+
+
+class Tuner:
+    def __init__(self, settings: Settings, repo: JobRepository, db: Database, wake: Callable[[], None]) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.db = db
+        self.wake = wake
+        self._studies: Any = None
+        self._watchers: dict[int, MetricWatcher] = {}
+        self._judged: dict[int, int] = {}  # trial job pk -> reports the pruner has seen
+        self._errors: dict[int, int] = {}
+        self._reconciled: set[int] = set()
+
+    # Hook interface -----------------------------------------------------------------------
+    def owns(self, job: JobRow) -> bool:
+        """Tuning jobs are the tuner's; their trials are ordinary jobs for the scheduler."""
+        return bool((job.internal or {}).get("tuning"))
+
+    def tick(self, active: list[JobRow]) -> None:
+        parents = {j.id: j for j in active if self.owns(j)}
+        for job in active:
+            parent_pk = (job.internal or {}).get("parentJobPk")
+            if parent_pk is not None and parent_pk not in parents:
+                self._stop_trial(job, "parent")  # its tuning job ended: nothing may outlive it
+        for parent in parents.values():
+            try:
+                self._step(parent)
+                self._errors.pop(parent.id, None)
+            except MLEngineError as exc:  # e.g. the Bayesian sampler is misconfigured
+                self._end(parent, states.FAILED, exc.message)
+            except Exception as exc:  # the loop must survive; a job failing every tick ends
+                log.exception("tuning job %s: tick failed", parent.job_id)
+                self._errors[parent.id] = self._errors.get(parent.id, 0) + 1
+                if self._errors[parent.id] >= MAX_TICK_ERRORS:
+                    self._end(parent, states.FAILED, f"Internal error in the tuner: {exc}")
+
+    def close(self) -> None:
+        if self._studies is not None:
+            self._studies.close()
+
+    # One tuning job -----------------------------------------------------------------------
+    def _store(self) -> Any:
+        if self._studies is None:
+            from mlengine.tuning.studies import StudyStore
+
+            self._studies = StudyStore(self.db, self.settings.tuning_bayesian)
+        return self._studies
+
+    def _paths(self, job: JobRow) -> JobPaths:
+        return JobPaths.of(self.settings, job.project, job.job_id)
+
+    def _study(self, parent: JobRow, spec: TuningSpec, children: list[JobRow]) -> Any:
+        store = self._store()
+        previous = None
+        if spec.resume_job_id and not parent.internal.get("studyReady"):
+            previous = parent.internal.get("resumeStudy")
+        study = store.open(parent, spec, previous)
+        if not parent.internal.get("studyReady"):
+            self.repo.update(parent.id, lambda r: setattr(r, "internal", {**r.internal, "studyReady": True}))
+            self._reconciled.add(parent.id)
+        elif parent.id not in self._reconciled:
+            self._reconciled.add(parent.id)
+            self._fail_orphan_trials(study, children)
+        return study
+
+    def _fail_orphan_trials(self, study: Any, children: list[JobRow]) -> None:
+        """Optuna trials asked for but never given a job row (the server died in between)."""
+        from optuna.trial import TrialState
+
+        known = {c.internal.get("trialNumber") for c in children}
+        store = self._store()
+        with store.locked():
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial.number not in known:
+                    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+
+    def _step(self, parent: JobRow) -> None:
+        spec = parse_hyperparameters(parent.training_input.get("hyperparameters"))
+        children = self.repo.children(parent)
+        study = self._study(parent, spec, children)
+        for child in children:
+            if child.state in states.TERMINAL and "outcome" not in child.internal:
+                self._record(parent, spec, study, child)
+        ending = parent.internal.get("ending")
+        if spec.early_stopping and not ending and parent.state != states.CANCELLING:
+            for child in children:
+                if child.state == states.RUNNING and not child.internal.get("stopRequested"):
+                    self._watch(parent, spec, study, child)
+        children = self.repo.children(parent)
+        parent = self._progress(parent, children)
+        if parent.state == states.CANCELLING and not ending:
+            ending = {"state": states.CANCELLED, "error": None}
+        ending = ending or self._ending(parent, spec, study, children)
+        if ending:
+            self._finish(parent, spec, children, ending)
+            return
+        created = self._create_trials(parent, spec, study, children)
+        if created:
+            children = self.repo.children(parent)
+            self.wake()
+        self._write_output(parent, spec, children)
+
+    # Finished and running trials ---------------------------------------------------------
+    def _trial_sources(self, parent: JobRow, child: JobRow) -> tuple[Path, Path | None, str]:
+        """(metric file, local directory of TF event files or None, how to describe it)."""
+        metric_file = self._paths(child).metric_file
+        trial_id = str(child.internal.get("trialId"))
+        job_dir = parent.training_input.get("jobDir")
+        if not job_dir:
+            return metric_file, None, "<job-dir>/<trialId>/ (this job has no jobDir)"
+        from mlengine.storage import uris
+
+        where = uris.join(job_dir, trial_id)
+        return metric_file, (uris.local_path(where) if uris.is_local(job_dir) else None), where
+
+    def _record(self, parent: JobRow, spec: TuningSpec, study: Any, child: JobRow) -> None:
+        from optuna.trial import TrialState
+
+        metric_file, events_dir, where = self._trial_sources(parent, child)
+        watcher = self._watchers.pop(child.id, None)
+        self._judged.pop(child.id, None)
+        metrics = watcher.poll(final=True) if watcher else collect(metric_file, events_dir, spec.metric_tag)
+        outcome = trial_rows.judge(child, metrics, spec, where)
+        number = int(child.internal["trialNumber"])
+        store = self._store()
+        with store.locked():
+            values = intermediate_values(metrics.reports)
+            if values:
+                store.report(study, number, values)
+            if outcome.optuna_state == "COMPLETE":
+                study.tell(number, outcome.value, skip_if_finished=True)
+            else:
+                study.tell(number, state=TrialState[outcome.optuna_state], skip_if_finished=True)
+        self.repo.update(child.id, lambda r: setattr(r, "internal", {**r.internal, "outcome": outcome.as_internal()}))
+        self._paths(parent).service_log(outcome.message, "ERROR" if outcome.state == states.FAILED else "INFO")
+
+    def _watch(self, parent: JobRow, spec: TuningSpec, study: Any, child: JobRow) -> None:
+        watcher = self._watchers.get(child.id)
+        if watcher is None:
+            metric_file, events_dir, _ = self._trial_sources(parent, child)
+            watcher = self._watchers[child.id] = MetricWatcher(metric_file, events_dir, spec.metric_tag)
+        reports = watcher.poll().reports
+        values = intermediate_values(reports)
+        if len(values) < MIN_REPORTS_TO_STOP or self._judged.get(child.id) == len(values):
+            return
+        self._judged[child.id] = len(values)
+        store = self._store()
+        with store.locked():
+            stop = store.report(study, int(child.internal["trialNumber"]), values)
+        if stop:
+            last = reports[-1]
+            self._paths(parent).service_log(
+                f"Stopping trial {child.internal.get('trialId')} early: at step {last.step} its "
+                f"{spec.metric_tag} ({last.value:g}) is worse than most finished trials at that point.")
+            self._stop_trial(child, "early")
+
+    def _stop_trial(self, child: JobRow, reason: str) -> None:
+        """Stop a trial's job: QUEUED ends at once, PREPARING/RUNNING go CANCELLING (the
+        scheduler then stops its processes). A trial already on its way out is left alone."""
+        if child.state in states.TERMINAL or child.state == states.CANCELLING:
+            return
+
+        def change(row: JobRow) -> None:
+            if row.state in states.TERMINAL or row.state == states.CANCELLING:
+                return
+            now = utcnow()
+            internal = {**row.internal, "stopRequested": row.internal.get("stopRequested") or reason}
+            if row.state == states.QUEUED:
+                row.state, row.end_time = states.CANCELLED, now
+            else:
+                row.state = states.CANCELLING
+                internal["cancelRequestedAt"] = now.timestamp()
+            row.internal = internal
+
+        self.repo.update(child.id, change)
+        self.wake()
+
+    # The tuning job's own state ----------------------------------------------------------
+    def _transition(self, parent: JobRow, new: str, error: str | None = None, **internal: Any) -> JobRow:
+        """Move the tuning job to ``new`` if its *current* state allows it (a cancel may have
+        arrived meanwhile: then nothing changes and the next tick sees the cancel)."""
+
+        def change(row: JobRow) -> None:
+            if row.state != new and new not in states.TRANSITIONS.get(row.state, frozenset()):
+                return
+            now = utcnow()
+            if new == states.RUNNING and row.start_time is None:
+                row.start_time = now
+            if new in states.TERMINAL:
+                row.end_time = now
+            row.state = new
+            if error is not None:
+                row.error_message = error
+            if internal:
+                row.internal = {**row.internal, **internal}
+
+        return self.repo.update(parent.id, change)
+
+    def _progress(self, parent: JobRow, children: list[JobRow]) -> JobRow:
+        begun = [c for c in children if c.state != states.QUEUED]
+        if parent.state == states.QUEUED and begun:
+            parent = self._transition(parent, states.PREPARING)
+        ran = any(c.state in (states.RUNNING, states.CANCELLING) or c.start_time for c in children)
+        if parent.state == states.PREPARING and (ran or any("outcome" in c.internal for c in children)):
+            parent = self._transition(parent, states.RUNNING)
+        return parent
+
+    def _ending(self, parent: JobRow, spec: TuningSpec, study: Any, children: list[JobRow]) -> dict[str, Any] | None:
+        """Whether (and how) the tuning job ends now; None while it goes on."""
+        outcomes = [c.internal["outcome"] for c in children if "outcome" in c.internal]
+        failed = [o for o in outcomes if o["state"] == states.FAILED]
+        last_failure = f" Last failure: {failed[-1]['message']}" if failed else ""
+        if failed and len(failed) >= spec.failure_limit():
+            return {"state": states.FAILED, "error": (
+                f"{len(failed)} trial(s) failed, which reaches the limit of {spec.failure_limit()} "
+                f"(maxFailedTrials); the tuning job stops.{last_failure}")}
+        now = utcnow()
+        max_running = parent.internal.get("maxRunningSeconds")
+        started = as_utc(parent.start_time)
+        if max_running and started and (now - started).total_seconds() > max_running:
+            message = (f"The job ran longer than scheduling.maxRunningTime ({max_running:g}s) "
+                       "and was cancelled.")
+            self._transition(parent, states.CANCELLING, error=message, cancelRequestedAt=now.timestamp())
+            return {"state": states.CANCELLED, "error": message}
+        max_wait = parent.internal.get("maxWaitSeconds")
+        created = as_utc(parent.create_time)
+        if parent.state == states.QUEUED and max_wait and created and (now - created).total_seconds() > max_wait:
+            return {"state": states.CANCELLED, "error": (
+                f"The job waited longer than scheduling.maxWaitTime ({max_wait:g}s) for capacity "
+                "and was cancelled.")}
+        unstarted = [c for c in children if c.state == states.FAILED and c.start_time is None]
+        if unstarted:  # could not be scheduled or prepared: every trial would fail the same way
+            return {"state": states.FAILED, "error": (
+                f"Trial {unstarted[0].internal.get('trialId')} could not start, and every trial "
+                f"would fail the same way: {unstarted[0].error_message}")}
+        if any(c.state in states.ACTIVE for c in children) or not self._all_created(spec, study, children):
+            return None
+        if any(o["state"] == states.SUCCEEDED for o in outcomes):
+            return {"state": states.SUCCEEDED, "error": None}
+        return {"state": states.FAILED, "error": f"All {len(children)} trial(s) failed.{last_failure}"}
+
+    def _all_created(self, spec: TuningSpec, study: Any, children: list[JobRow]) -> bool:
+        if len(children) >= spec.max_trials:
+            return True
+        if spec.is_grid:
+            from mlengine.tuning.samplers import grid_points_started
+
+            with self._store().locked():
+                return bool(grid_points_started(study) >= spec.grid_size())
+        return False
+
+    def _finish(self, parent: JobRow, spec: TuningSpec, children: list[JobRow], ending: dict[str, Any]) -> None:
+        active = [c for c in children if c.state in states.ACTIVE]
+        if active:
+            if not parent.internal.get("ending"):
+                if ending.get("error"):
+                    self._paths(parent).service_log(ending["error"], "ERROR")
+                self._paths(parent).service_log(f"Stopping {len(active)} running trial(s).")
+                parent = self.repo.update(parent.id, lambda r: setattr(r, "internal", {**r.internal, "ending": ending}))
+            for child in active:
+                self._stop_trial(child, "parent")
+            self._write_output(parent, spec, children)
+            return
+        parent = self._write_output(parent, spec, children)
+        final = self._end(parent, ending["state"], ending.get("error"))
+        if final.state == ending["state"]:
+            self._store().forget(parent.id)
+            for child in children:
+                self._watchers.pop(child.id, None)
+                self._judged.pop(child.id, None)
+
+    def _end(self, parent: JobRow, state: str, error: str | None) -> JobRow:
+        paths = self._paths(parent)
+        if state == states.SUCCEEDED:
+            best = (parent.training_output or {}).get("trials", [{}])[0]
+            metric = best.get("finalMetric", {}).get("objectiveValue")
+            paths.service_log(f"Tuning job completed successfully; best trial: {best.get('trialId')} "
+                              f"({metric}).")
+        elif state == states.CANCELLED:
+            paths.service_log("Job cancelled.")
+        elif error and not parent.internal.get("ending"):
+            paths.service_log(error, "ERROR")
+        return self._transition(parent, state, error=error)
+
+    # New trials ---------------------------------------------------------------------------
+    def _create_trials(self, parent: JobRow, spec: TuningSpec, study: Any, children: list[JobRow]) -> int:
+        active = sum(1 for c in children if c.state in states.ACTIVE)
+        made = 0
+        store = self._store()
+        while active < spec.max_parallel_trials and len(children) + made < spec.max_trials:
+            if spec.is_grid and self._all_created(spec, study, children):
+                break
+            with store.locked():
+                trial = study.ask(fixed_distributions=spec.distributions())
+            trial_id = str(trial.number + 1)
+            hyperparameters = spec.external(trial.params)
+            self.repo.create(
+                parent.project, trial_rows.child_job_id(parent.job_id, trial_id), state=states.QUEUED,
+                training_input=parent.training_input, labels=parent.labels,
+                internal={"parentJobPk": parent.id, "trialId": trial_id, "trialNumber": trial.number,
+                          "hyperparameters": hyperparameters},
+            )
+            args = " ".join(f"--{k}={v}" for k, v in hyperparameters.items())
+            self._paths(parent).service_log(f"Trial {trial_id} queued: {args}")
+            made += 1
+            active += 1
+        return made
+
+    def _write_output(self, parent: JobRow, spec: TuningSpec, children: list[JobRow]) -> JobRow:
+        output = trial_rows.render_output(spec, children)
+        if output == parent.training_output:
+            return parent
+        return self.repo.update(parent.id, lambda r: setattr(r, "training_output", output))
