@@ -7,27 +7,30 @@
 #   1. installs the system packages the tests need (PostgreSQL server) if missing;
 #   2. creates .venv in the repository root (python3 -m venv);
 #   3. installs uv into it and, with uv, the project in editable mode with the
-#      extras [tensorflow,sklearn,postgres,test].
+#      extras [tensorflow,sklearn,postgres,ray,test];
+#   4. installs PyTorch's CPU build with pip (torch==2.13.0; see below).
 # A second run only checks, and takes seconds: step 3 is skipped while
 # pyproject.toml and this script are unchanged since the last successful install
 # and the venv still imports the project (MLE_SETUP_FORCE=1 reinstalls anyway).
 #
 # Environment:
 #   PYTHON            interpreter used to create .venv (default: python3, needs >= 3.10)
-#   MLE_SETUP_EXTRAS  extras to install (default: tensorflow,sklearn,postgres,test)
+#   MLE_SETUP_EXTRAS  extras to install (default: tensorflow,sklearn,postgres,ray,test)
+#   MLE_SETUP_NO_TORCH 1 = skip step 4
 #   MLE_SETUP_FORCE   1 = run the package install even when it looks up to date
 #   MLE_SETUP_NO_APT  1 = never call apt-get (fail later if PostgreSQL is missing)
 #
-# torch is deliberately not installed here: on this kind of machine pip is capped
-# at a local torch wheel that uv does not see, and uv would download a multi-GB
-# CUDA build. Install it separately if you need it (pip install torch==2.13.0).
+# torch is not in the uv step: on this kind of machine pip is capped at a local
+# CPU torch wheel that uv does not see, and uv would download a multi-GB CUDA
+# build. Step 4 installs it with pip (pip install torch==2.13.0), once.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PYTHON="${PYTHON:-python3}"
-EXTRAS="${MLE_SETUP_EXTRAS:-tensorflow,sklearn,postgres,test}"
+EXTRAS="${MLE_SETUP_EXTRAS:-tensorflow,sklearn,postgres,ray,test}"
+TORCH_VERSION="2.13.0"
 VENV="$ROOT/.venv"
 VPY="$VENV/bin/python"
 STAMP="$VENV/.mlengine-setup-stamp"
@@ -161,6 +164,18 @@ else
     "$VPY" -c 'import mlengine' || die "the project installed but 'import mlengine' fails"
     echo "$want_stamp" >"$STAMP"
     info "installed in $((SECONDS - t0))s"
+fi
+
+step "PyTorch $TORCH_VERSION (CPU build; the distributed training tests use it)"
+if [ "${MLE_SETUP_NO_TORCH:-0}" = "1" ]; then
+    info "skipped (MLE_SETUP_NO_TORCH=1)"
+elif "$VPY" -c "import importlib.metadata as m, sys; sys.exit(m.version('torch').split('+')[0] != '$TORCH_VERSION')" \
+        >/dev/null 2>&1; then
+    info "present"
+else
+    "$VPY" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" \
+        || die "pip install torch==$TORCH_VERSION failed"
+    info "installed"
 fi
 
 step "Setup done in $((SECONDS - START))s"

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.raycluster import TestRay, start_cluster, use_in_this_process
 
 from mlengine.config import load_settings
 from mlengine.training.executors._base import Executor, Placement, ReplicaLaunch, ReplicaRequest
 from mlengine.training.machines import Resources
 from mlengine.training.ports import parse_range
-from tests.raycluster import TestRay, start_cluster, use_in_this_process
 
 pytestmark = pytest.mark.slow
 

@@ -169,7 +169,10 @@ def server() -> None:
 @click.option("--foreground", is_flag=True, help="Run in this terminal instead of in the background.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
               help="Where trainer replicas run (default: MLE_EXECUTOR, else local).")
-@click.option("--ray-address", default=None, help="Ray cluster address for --executor ray.")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to use with --executor ray (host:port or auto). Default: a local Ray "
+                   "that the server starts (or joins) under MLE_HOME/ray: 127.0.0.1 only, token auth, "
+                   "no dashboard or job API.")
 @click.option("--database-url", default=None,
               help="SQLAlchemy URL of the metadata store (default: SQLite under MLE_HOME).")
 def start(
@@ -219,17 +222,33 @@ def start(
 
 
 @server.command()
-def stop() -> None:
+@click.option("--with-ray", is_flag=True,
+              help="Also stop the local Ray that `mle server start --executor ray` started "
+                   "(without --ray-address); its running jobs' replicas stop with it.")
+def stop(with_ray: bool) -> None:
     """Stop the mlengine server recorded under MLE_HOME.
 
     Sends SIGTERM, waits up to 10 s, then SIGKILL. Running jobs are detached from the
-    server and keep running; the server picks them up again when it starts.
+    server and keep running; the server picks them up again when it starts. A local Ray that
+    the server started keeps running too, unless --with-ray.
 
     \b
     Examples:
       mle server stop
+      mle server stop --with-ray
     """
     cfg = settings()
+    try:
+        _stop_server(cfg)
+    finally:
+        if with_ray:
+            from mlengine.training.executors.ray_cluster import stop_local_ray
+
+            stopped = stop_local_ray(cfg.ray_dir)
+            output.status("Stopped the local Ray cluster." if stopped else "No local Ray cluster was running.")
+
+
+def _stop_server(cfg: Settings) -> None:
     record = read_server_file(cfg)
     if record is None:
         output.status(f"No mlengine server is running (no {cfg.server_file}).")

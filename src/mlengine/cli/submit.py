@@ -148,6 +148,13 @@ def build_training_input(config: dict[str, Any], flags: dict[str, Any], user_arg
               help="parameterServerType (scale tier CUSTOM).")
 @click.option("--parameter-server-count", type=click.IntRange(min=0), default=None,
               help="Number of parameter servers.")
+@click.option("--master-accelerator", default=None, metavar="type=TYPE,count=N",
+              help="GPUs of the master, e.g. type=nvidia-tesla-t4,count=1 (masterConfig.acceleratorConfig).")
+@click.option("--worker-accelerator", default=None, metavar="type=TYPE,count=N", help="GPUs of each worker.")
+@click.option("--parameter-server-accelerator", default=None, metavar="type=TYPE,count=N",
+              help="GPUs of each parameter server.")
+@click.option("--use-chief-in-tf-config", is_flag=True, default=None,
+              help="Name the master 'chief' in TF_CONFIG (useChiefInTfConfig).")
 @click.option("--runtime-version", default=None, help="runtimeVersion of the job.")
 @click.option("--python-version", default=None, help="pythonVersion of the job, e.g. 3.11.")
 @click.option("--config", "config_file", default=None, metavar="FILE",
@@ -163,6 +170,8 @@ def training(
     staging_bucket: str | None, region: str | None, scale_tier: str | None,
     master_machine_type: str | None, worker_machine_type: str | None, worker_count: int | None,
     parameter_server_machine_type: str | None, parameter_server_count: int | None,
+    master_accelerator: str | None, worker_accelerator: str | None,
+    parameter_server_accelerator: str | None, use_chief_in_tf_config: bool | None,
     runtime_version: str | None, python_version: str | None, config_file: str | None,
     labels: str | None, stream_logs: bool, async_: bool,
 ) -> None:
@@ -198,6 +207,9 @@ def training(
         "parameterServerType": parameter_server_machine_type,
         "parameterServerCount": None if parameter_server_count is None else str(parameter_server_count),
         "runtimeVersion": runtime_version, "pythonVersion": python_version,
+        "useChiefInTfConfig": use_chief_in_tf_config or None,
+        **accelerator_configs(config.get("trainingInput") or {}, master_accelerator, worker_accelerator,
+                              parameter_server_accelerator),
     }, user_args)
     job_labels = validate_labels({**(config.get("labels") or {}), **parse_key_values(labels, "--labels")})
     if package_path or packages:
@@ -246,6 +258,30 @@ def training(
         f"  $ mle jobs stream-logs {job}{where}"
     )
     output.emit({"jobId": created.get("jobId", job), "state": created.get("state")}, "yaml")
+
+
+def accelerator_configs(
+    config_ti: dict[str, Any], master: str | None, worker: str | None, ps: str | None,
+) -> dict[str, Any]:
+    """``*Config`` fields for the ``--*-accelerator type=...,count=...`` flags (gcloud's
+    lower-case, dashed type names accepted), merged into the config file's."""
+    out: dict[str, Any] = {}
+    for field, option, value in (("masterConfig", "'--master-accelerator'", master),
+                                 ("workerConfig", "'--worker-accelerator'", worker),
+                                 ("parameterServerConfig", "'--parameter-server-accelerator'", ps)):
+        if not value:
+            continue
+        spec = parse_key_values(value, option)
+        unknown = set(spec) - {"type", "count"}
+        if unknown or "type" not in spec:
+            raise click.BadParameter("expected type=TYPE[,count=N]", param_hint=option)
+        try:
+            count = int(spec.get("count", "1"))
+        except ValueError:
+            raise click.BadParameter(f"count must be an integer, got {spec['count']!r}", param_hint=option) from None
+        accel = {"type": spec["type"].upper().replace("-", "_"), "count": count}
+        out[field] = {**(config_ti.get(field) or {}), "acceleratorConfig": accel}
+    return out
 
 
 def job_exists(c: Any, project: str, job: str) -> bool:

@@ -20,19 +20,27 @@ Contract
   waits in QUEUED (first come, first served).
 - Jobs record what they hold in ``internal["demand"]`` (a :class:`Resources` as JSON); jobs
   stored by older versions hold ``internal["slots"]`` CPUs.
+- :func:`place` asks the executor to reserve every replica of a job at once and
+  :func:`release` frees that reservation (never raising: it is logged).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlengine.errors import invalid
 from mlengine.training import cluster
 from mlengine.training.machines import MachineType, Resources, machine_table, replica_resources
 
+if TYPE_CHECKING:
+    from mlengine.config import Settings
+    from mlengine.training.executors._base import Executor, Placement
+
 MODES = ("auto", "machine", "process")
+log = logging.getLogger("mlengine.scheduler")
 
 
 @dataclass(frozen=True)
@@ -113,3 +121,31 @@ def held_by(internal: Mapping[str, Any]) -> Resources:
     if "demand" in internal:
         return Resources.from_json(internal["demand"])
     return Resources(float(internal.get("slots", 0)), 0.0, 0)
+
+
+def assess_for(executor: Executor, settings: Settings, training_input: Mapping[str, Any],
+               capacity: Capacity) -> Assessment:
+    """:func:`assess` with the executor's resource mode and the configured machine types."""
+    return assess(training_input, executor.resource_mode(), capacity, machine_table(settings.machine_types_path))
+
+
+def place(executor: Executor, settings: Settings, job_key: str, training_input: Mapping[str, Any]) -> Placement:
+    """Reserve all of a job's replicas at once (gang scheduling)."""
+    from mlengine.training.executors._base import ReplicaRequest
+    from mlengine.training.ports import parse_range
+
+    table = machine_table(settings.machine_types_path)
+    requests = [ReplicaRequest(name.rsplit("-replica-", 1)[0], int(name.rsplit("-", 1)[1]), res)
+                for name, res in replica_demands(training_input, executor.resource_mode(), table)]
+    return executor.place(job_key, requests, parse_range(settings.port_range))
+
+
+def release(executor: Executor, job_id: str, internal: Mapping[str, Any]) -> None:
+    """Free what the executor reserved for a job that ended (or is queued again)."""
+    reservation = internal.get("placement")
+    if not reservation:
+        return
+    try:
+        executor.release(reservation)
+    except Exception:  # a stuck release must not stop the scheduler; it is logged
+        log.exception("releasing the placement of job %s failed", job_id)

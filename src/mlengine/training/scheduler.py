@@ -23,7 +23,7 @@ from mlengine.store.jobs import JobRepository
 from mlengine.store.models import JobRow, ReplicaRow
 from mlengine.store.timeutil import as_utc, utcnow
 from mlengine.training import capacity, cluster, states
-from mlengine.training.executors._base import Executor, Placement, ReplicaLaunch, ReplicaRequest, ReplicaStatus
+from mlengine.training.executors._base import Executor, Placement, ReplicaLaunch, ReplicaStatus
 from mlengine.training.logs import tail_errors
 from mlengine.training.runtime import JobPaths
 
@@ -34,8 +34,7 @@ RANKED_TYPES = ("master", "chief", "worker")
 
 
 def slots_needed(training_input: dict[str, Any]) -> int:
-    """Replicas of a job that compute (master/chief/worker). Capacity is counted in
-    resources now (:mod:`mlengine.training.capacity`); kept for callers that count replicas."""
+    """Replicas that compute (master/chief/worker); capacity itself is :mod:`.capacity`'s."""
     counts = cluster.replica_counts(training_input)
     return sum(n for t, n in counts.items() if t in RANKED_TYPES)
 
@@ -172,10 +171,7 @@ class Scheduler:
         active = self.repo.in_states(states.ACTIVE)
         if not any(j.state == states.QUEUED for j in active):
             return
-        from mlengine.training.machines import machine_table
-
         have = self.executor.capacity()
-        mode = self.executor.resource_mode()
         used = capacity.total(capacity.held_by(j.internal) for j in active if j.state in states.HOLDING)
         for job in active:
             if job.state != states.QUEUED or self._owned(job):
@@ -188,8 +184,7 @@ class Scheduler:
                                   "for capacity and was cancelled.")
                 continue
             try:
-                verdict = capacity.assess(job.training_input, mode, have,
-                                          machine_table(self.settings.machine_types_path))
+                verdict = capacity.assess_for(self.executor, self.settings, job.training_input, have)
             except MLEngineError as exc:
                 self._fail_queued(job, states.FAILED, exc.message)
                 continue
@@ -307,31 +302,15 @@ class Scheduler:
         self._set_state(job, states.RUNNING)
 
     def _place(self, job: JobRow) -> Placement:
-        """Reserve all of the job's replicas at once (gang scheduling); the reservation is
-        recorded before any replica starts, so a restarted server can free it."""
-        from mlengine.training.machines import machine_table
-        from mlengine.training.ports import parse_range
-
-        mode = self.executor.resource_mode()
-        table = machine_table(self.settings.machine_types_path)
-        requests = [ReplicaRequest(name.rsplit("-replica-", 1)[0], int(name.rsplit("-", 1)[1]), res)
-                    for name, res in capacity.replica_demands(job.training_input, mode, table)]
-        placement = self.executor.place(f"{job.project}/{job.job_id}", requests,
-                                        parse_range(self.settings.port_range))
+        """Reserve every replica at once; recorded before any starts, for a restarted server."""
+        placement = capacity.place(self.executor, self.settings, f"{job.project}/{job.job_id}", job.training_input)
         if placement.reservation:
             reservation = placement.reservation
             self.repo.update(job.id, lambda r: setattr(r, "internal", {**r.internal, "placement": reservation}))
         return placement
 
     def _release(self, job: JobRow) -> None:
-        """Free what the executor reserved for a job that has ended (or is queued again)."""
-        reservation = job.internal.get("placement")
-        if not reservation:
-            return
-        try:
-            self.executor.release(reservation)
-        except Exception:  # a stuck release must not stop the scheduler; it is logged
-            log.exception("releasing the placement of job %s failed", job.job_id)
+        capacity.release(self.executor, job.job_id, job.internal)
 
     # Watching running jobs ----------------------------------------------------------------
     def _poll_replicas(self, job: JobRow) -> list[tuple[ReplicaRow, ReplicaStatus]]:

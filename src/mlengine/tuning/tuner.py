@@ -31,6 +31,7 @@ marked failed when the study is loaded again.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,9 @@ log = logging.getLogger("mlengine.tuner")
 
 #: Reports a running trial needs before early stopping may judge it.
 MIN_REPORTS_TO_STOP = 2
-#: Consecutive failed ticks of one tuning job (an engine bug, an unreachable database) that
-#: end it as FAILED.
-MAX_TICK_ERRORS = 20
+#: How long the ticks of one tuning job may keep failing (an engine bug, a database that is
+#: down) before the job ends FAILED.
+MAX_ERROR_SECONDS = 60.0
 
 
 class Tuner:
@@ -65,7 +66,7 @@ class Tuner:
         self._studies: Any = None
         self._watchers: dict[int, MetricWatcher] = {}
         self._judged: dict[int, int] = {}  # trial job pk -> reports the pruner has seen
-        self._errors: dict[int, int] = {}
+        self._errors: dict[int, float] = {}  # tuning job pk -> when its ticks began failing
         self._reconciled: set[int] = set()
 
     # Hook interface -----------------------------------------------------------------------
@@ -85,10 +86,10 @@ class Tuner:
                 self._errors.pop(parent.id, None)
             except MLEngineError as exc:  # e.g. the Bayesian sampler is misconfigured
                 self._end(parent, states.FAILED, exc.message)
-            except Exception as exc:  # the loop must survive; a job failing every tick ends
+            except Exception as exc:  # the loop must survive; a job failing for long ends
                 log.exception("tuning job %s: tick failed", parent.job_id)
-                self._errors[parent.id] = self._errors.get(parent.id, 0) + 1
-                if self._errors[parent.id] >= MAX_TICK_ERRORS:
+                since = self._errors.setdefault(parent.id, time.monotonic())
+                if time.monotonic() - since > MAX_ERROR_SECONDS:
                     self._end(parent, states.FAILED, f"Internal error in the tuner: {exc}")
 
     def close(self) -> None:

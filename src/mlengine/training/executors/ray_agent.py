@@ -8,10 +8,10 @@ placement group (so it holds the replica's CPUs, memory and GPUs on that node). 
 2. :meth:`ReplicaAgent.start` lets the port go and starts the usual supervisor
    (``python -m mlengine.training.executors.supervisor --exit-with-parent``) in its own
    session: logs as JSON lines and the exit status file, exactly as on the local executor;
-3. answers :meth:`poll`, :meth:`signal` and :meth:`group_alive` for the control plane, from
-   any (restarted) control-plane process that looks it up by name;
-4. :meth:`read_log` hands out the log from an offset, for control planes that do not share
-   the node's filesystem.
+3. answers :meth:`poll` (with the exit status as the node sees it, so it comes back even
+   where the control plane does not share the node's filesystem), :meth:`signal` and
+   :meth:`group_alive` for the control plane, from any (restarted) control-plane process that
+   looks it up by name.
 
 If the agent dies (``ray.kill``, placement group removed, node lost), the supervisor notices
 that its parent is gone, records exit status -9 with the reason and kills the trainer.
@@ -112,19 +112,6 @@ class ReplicaAgent:
         except (ProcessLookupError, PermissionError):
             return False
         return True
-
-    def read_log(self, offset: int, limit: int = 1 << 20) -> tuple[bytes, int]:
-        """Complete lines of the replica's log from ``offset``: (data, next offset)."""
-        if not self._log_file:
-            return b"", offset
-        try:
-            with open(self._log_file, "rb") as f:
-                f.seek(offset)
-                data = f.read(limit)
-        except FileNotFoundError:
-            return b"", offset
-        end = data.rfind(b"\n") + 1
-        return data[:end], offset + end
 
     def node(self) -> dict[str, Any]:
         import ray

@@ -103,11 +103,13 @@ def start_node(
     *, token_file: Path, temp_dir: Path, log_file: Path, head: bool = True, address: str | None = None,
     num_cpus: float | None = None, num_gpus: int | None = None, resources: dict[str, float] | None = None,
     object_store_mb: int = 256, timeout: float = START_TIMEOUT, node_ip: str = "127.0.0.1",
+    dashboard_port: int | None = None,
 ) -> RayNode:
     """Start a Ray head (or a node joining ``address``) and wait until it runs.
 
     A head on 127.0.0.1 runs in Ray's loopback-only mode; a node with another ``node_ip``
-    (e.g. 127.0.0.2, a second node on this machine) is a cluster node."""
+    (e.g. 127.0.0.2, a second node on this machine) is a cluster node. ``dashboard_port``
+    (benchmarks only) starts the dashboard and its job API on 127.0.0.1, behind the token."""
     if not head and not address:
         raise ValueError("a non-head node needs the head's address")
     loopback = head and node_ip == "127.0.0.1"
@@ -123,7 +125,9 @@ def start_node(
     if head:
         port = _free_port()
         address = f"{node_ip}:{port}"  # Ray rewrites 127.0.0.1 to the network address
-        argv += ["--head", "--port", str(port), "--include-dashboard=false", "--dashboard-host", "127.0.0.1",
+        dashboard = ["--include-dashboard=true", "--dashboard-port", str(dashboard_port)] if dashboard_port \
+            else ["--include-dashboard=false"]
+        argv += ["--head", "--port", str(port), *dashboard, "--dashboard-host", "127.0.0.1",
                  "--ray-client-server-port", str(_free_port())]
     else:
         argv += ["--address", str(address)]

@@ -18,8 +18,8 @@ def load(path: str, limit: int = 0) -> tuple[list[list[float]], list[float]]:
             fares.append(float(fare))
             if limit and len(rows) >= limit:
                 break
-    columns = list(zip(*rows))
+    columns = list(zip(*rows, strict=True))
     means = [sum(c) / len(c) for c in columns]
-    stds = [max(1e-6, math.sqrt(sum((v - m) ** 2 for v in c) / len(c))) for c, m in zip(columns, means)]
-    scaled = [[(v - m) / s for v, m, s in zip(r, means, stds)] for r in rows]
+    stds = [max(1e-6, math.sqrt(sum((v - m) ** 2 for v in c) / len(c))) for c, m in zip(columns, means, strict=True)]
+    scaled = [[(v - m) / s for v, m, s in zip(r, means, stds, strict=True)] for r in rows]
     return scaled, fares

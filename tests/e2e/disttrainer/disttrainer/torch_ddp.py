@@ -18,6 +18,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=1, help="hidden layers")
     parser.add_argument("--repeat", type=int, default=1, help="passes over the data per epoch (bench)")
     parser.add_argument("--job-dir", required=True)
     args = parser.parse_args()
@@ -35,8 +36,10 @@ def main() -> None:
     features, fares = load(args.data)
     x = torch.tensor(features[rank::world] * args.repeat)
     y = torch.tensor(fares[rank::world] * args.repeat)[:, None]
-    model = DistributedDataParallel(torch.nn.Sequential(
-        torch.nn.Linear(3, args.hidden), torch.nn.ReLU(), torch.nn.Linear(args.hidden, 1)))
+    layers: list[torch.nn.Module] = [torch.nn.Linear(3, args.hidden), torch.nn.ReLU()]
+    for _ in range(args.depth - 1):
+        layers += [torch.nn.Linear(args.hidden, args.hidden), torch.nn.ReLU()]
+    model = DistributedDataParallel(torch.nn.Sequential(*layers, torch.nn.Linear(args.hidden, 1)))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     started = time.time()
     losses = []
