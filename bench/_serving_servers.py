@@ -98,10 +98,8 @@ def _stopper(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
     def stop() -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -151,7 +149,8 @@ def start_ray(kind: str, model: Path, probe: dict[str, Any], work: Path) -> Serv
 def start_mlengine(kind: str, model: Path, probe: dict[str, Any], work: Path, idle_seconds: float) -> Server:
     """An mlengine server with version v1 (one replica, kept) and, for the cold start, version
     cold (minNodes 0, scaled to zero after ``idle_seconds``)."""
-    server = ServerProcess(short_home(), {"MLE_SERVING_IDLE_SECONDS": str(idle_seconds), "MLE_LOG_LEVEL": "warning"})
+    env = {"MLE_SERVING_IDLE_SECONDS": str(idle_seconds), "MLE_LOG_LEVEL": "warning"}
+    server = ServerProcess(short_home(), env)
     server.start()
     try:
         assert server.api("POST", "/v1/projects/bench/models", json={"name": "m"}).status_code == 200
@@ -182,7 +181,8 @@ def start_mlengine(kind: str, model: Path, probe: dict[str, Any], work: Path, id
 
     return Server("mlengine", f"{server.url}/v1/projects/bench/models/m/versions/v1:predict", headers,
                   start_seconds=deployed, memory=memory, stop=stop,
-                  extra={"server": server, "cold_url": f"{server.url}/v1/projects/bench/models/m/versions/cold:predict"})
+                  extra={"server": server,
+                         "cold_url": f"{server.url}/v1/projects/bench/models/m/versions/cold:predict"})
 
 
 def cold_starts(server: Server, probe: dict[str, Any], trials: int = 3, timeout: float = 120) -> list[float]:
@@ -218,7 +218,8 @@ def run_wrk(url: str, body: bytes, headers: dict[str, str], connections: int, se
     lines = ['wrk.method = "POST"', f'wrk.body = io.open("{body_file}", "rb"):read("*a")',
              'wrk.headers["Content-Type"] = "application/json"']
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    lines += ["errors = 0", "response = function(status, headers, body) if status ~= 200 then errors = errors + 1 end end",
+    lines += ["errors = 0",
+              "response = function(status, headers, body) if status ~= 200 then errors = errors + 1 end end",
               'done = function(summary, latency, requests) io.write(string.format("JSON %d %d %f %f\\n", '
               "summary.requests, errors, latency:percentile(50), latency:percentile(99))) end"]
     script.write_text("\n".join(lines) + "\n")

@@ -140,7 +140,8 @@ def report(model_kind: str, rows: list[dict[str, Any]], starts: dict[str, Any], 
         ["server", "instances/request", "concurrency", "requests/s", "instances/s", "p50 ms", "p99 ms", "errors"],
         [[r["server"], str(r["instances"]), str(r["c"]), f"{r['rps']:.0f}", f"{r['rps'] * r['instances']:.0f}",
           f"{r['p50']:.2f}", f"{r['p99']:.2f}", str(r["errors"])] for r in rows])]
-    out += ["", table(["server", "start to first prediction (s)", "cold start from zero (s)", "memory, PSS / RSS (MiB)"],
+    headers = ["server", "start to first prediction (s)", "cold start from zero (s)", "memory, PSS / RSS (MiB)"]
+    out += ["", table(headers,
                       [[name, f"{starts[name]['start']:.2f}", starts[name].get("cold", "n/a"),
                         "; ".join(f"{part} {pss:.0f} / {rss:.0f}" if part != "replicas" else f"{int(pss)} replica(s)"
                                   for part, (pss, rss) in memory.get(name, {}).items())]
@@ -164,7 +165,8 @@ def report(model_kind: str, rows: list[dict[str, Any]], starts: dict[str, Any], 
     big = rps("mlengine", 100)
     checks.append(f"- 100 instances/request, c=32: mlengine {big:.0f} req/s ({big * 100:.0f} instances/s) vs the "
                   f"per-request floor's 1-instance {floor:.0f} req/s: {ratio(big, floor)} (target >= 1x); vs its "
-                  f"100-instance {rps('per-request floor', 100):.0f} req/s: {ratio(big, rps('per-request floor', 100))}.")
+                  f"100-instance {rps('per-request floor', 100):.0f} req/s: "
+                  f"{ratio(big, rps('per-request floor', 100))}.")
     if "cold" in starts.get("mlengine", {}):
         checks.append(f"- cold start (scale from zero to first prediction): {starts['mlengine']['cold']} s "
                       "(target < 1 s for scikit-learn).")

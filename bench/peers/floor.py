@@ -48,7 +48,7 @@ def build(kind: str, model_path: str) -> Starlette:
         instances = json.loads(await request.body())["instances"]
         tensors = {name: tf.constant([i[name] for i in instances], dtype=spec.dtype) for name, spec in specs.items()}
         outputs = {k: v.numpy().tolist() for k, v in signature(**tensors).items()}
-        rows = [dict(zip(outputs, values)) for values in zip(*outputs.values())]
+        rows = [dict(zip(outputs, values, strict=False)) for values in zip(*outputs.values(), strict=False)]
         return Response(json.dumps({"predictions": rows}), media_type="application/json")
 
     return Starlette(routes=[Route("/predict", tensorflow, methods=["POST"])])

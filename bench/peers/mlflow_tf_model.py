@@ -20,7 +20,7 @@ class SavedModel(mlflow.pyfunc.PythonModel):
         columns = model_input if isinstance(model_input, dict) else {c: model_input[c].tolist() for c in model_input}
         tensors = {name: self.tf.constant(list(columns[name]), dtype=spec.dtype) for name, spec in self.specs.items()}
         outputs = {k: v.numpy().tolist() for k, v in self.signature(**tensors).items()}
-        return [dict(zip(outputs, values)) for values in zip(*outputs.values())]
+        return [dict(zip(outputs, values, strict=False)) for values in zip(*outputs.values(), strict=False)]
 
 
 mlflow.models.set_model(SavedModel())

@@ -54,7 +54,8 @@ if __name__ == "__main__":
                 tf = self.tf
                 tensors = {n: tf.constant([i[n] for i in instances], dtype=s.dtype) for n, s in self.specs.items()}
                 outputs = {k: v.numpy().tolist() for k, v in self.signature(**tensors).items()}
-                predictions = [dict(zip(outputs, values)) for values in zip(*outputs.values())]
+                columns = zip(*outputs.values(), strict=True)
+                predictions = [dict(zip(outputs, values, strict=True)) for values in columns]
             return Response(json.dumps({"predictions": predictions}), media_type="application/json")
 
     serve.run(Model.bind(args.kind, os.path.abspath(args.model)), route_prefix="/predict", blocking=False)

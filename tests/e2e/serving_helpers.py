@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -103,7 +104,5 @@ def kill_serving(home: Path) -> None:
         except OSError:
             continue
         if str(home) in cmdline and "mlengine.prediction" in cmdline:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(int(entry.name), signal.SIGKILL)
-            except OSError:
-                pass

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.e2e.helpers import ServerProcess, build_package, short_home
 from tests.e2e.serving_helpers import MODELS, deploy, kill_serving, predict, wait_operation, write_sklearn_model
 from tests.e2e.test_googleapiclient import ml_client

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from tests.e2e.helpers import ServerProcess, build_package, short_home
 from tests.e2e.serving_helpers import (
     MODELS,

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.e2e.helpers import ServerProcess, short_home
 from tests.e2e.serving_helpers import MODELS, kill_serving, predict
 from tests.e2e.test_googleapiclient import ml_client

@@ -153,4 +153,5 @@ def test_custom_routine_gets_raw_instances_and_kwargs(tmp_path: Path, monkeypatc
     engine = Engine(predictor)
     assert ask(engine, {"instances": ["hi", "yo"], "times": 2}) == (200, {"predictions": ["HI!HI!", "YO!YO!"]})
     status, answer = ask(engine, {"instances": [3]})
-    assert status == 400 and answer["error"] == "Prediction failed: AttributeError: 'int' object has no attribute 'upper'"
+    assert status == 400
+    assert answer["error"] == "Prediction failed: AttributeError: 'int' object has no attribute 'upper'"

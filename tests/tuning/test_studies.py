@@ -111,3 +111,17 @@ def test_pruner_stops_only_a_clearly_bad_curve() -> None:
     bad = study.ask(fixed_distributions=early.distributions())
     bad.report(100.0, 1)
     assert bad.should_prune()
+
+
+def test_gaussian_process_sampler_needs_torch() -> None:
+    import importlib.util
+
+    from mlengine.errors import MLEngineError
+
+    if importlib.util.find_spec("torch") is None:
+        with pytest.raises(MLEngineError, match="MLE_TUNING_BAYESIAN=gp needs torch"):
+            make_sampler(SPEC, bayesian="gp")
+    else:
+        assert isinstance(make_sampler(SPEC, bayesian="gp"), optuna.samplers.GPSampler)
+    with pytest.raises(MLEngineError, match="is not one of tpe, gp"):
+        make_sampler(SPEC, bayesian="cmaes")
