@@ -38,8 +38,8 @@ from tests.e2e.helpers import REPO, ServerProcess, _kill_leftovers, build_packag
 TRIVIAL = 'print("trained")\n'
 DATA = REPO / "samples" / "taxifare" / "data" / "taxi-train.csv"
 TYPES = "tiny: {cpus: 1, memoryGb: 0.5}\n"
-DDP_ARGS = ["--data", str(DATA), "--epochs", "1", "--repeat", "8", "--hidden", "512", "--depth", "3",
-            "--batch-size", "1024"]
+DDP_ARGS = ["--data", str(DATA), "--epochs", "1", "--repeat", "16", "--hidden", "512", "--depth", "3",
+            "--batch-size", "4096"]
 
 
 def parse(ts: str) -> float:
@@ -209,7 +209,7 @@ def main() -> None:
         "",
         "### Data-parallel speed-up (PyTorch DDP, gloo, local executor)",
         "",
-        "The same amount of work (one pass over 8 copies of the 7,332 taxi rides, batches of 1,024, an MLP",
+        "The same amount of work (one pass over 16 copies of the 7,332 taxi rides, batches of 4,096, an MLP",
         "with 3 hidden layers of 512) split over 1 or 2 ranks, one process each with one intra-op thread.",
         "*training* is the trainer's own timing of its loop; *job* is `endTime - createTime`, which",
         "adds starting the replicas (importing torch), the gloo rendezvous and loading the data.",
