@@ -57,7 +57,8 @@ class Settings:
     )
     capacity_slots: int = field(
         default=0,
-        metadata={"env": "MLE_CAPACITY_SLOTS", "help": "CPUs the local executor may hand out to replicas; 0 = number of CPUs."},
+        metadata={"env": "MLE_CAPACITY_SLOTS",
+                  "help": "CPUs the local executor may hand out to replicas; 0 = number of CPUs."},
     )
     # Distributed training (machine types, resources, ports, Ray) --------------------------
     machine_types_file: Path | None = field(
@@ -71,11 +72,13 @@ class Settings:
         metadata={"env": "MLE_RESOURCE_MODE",
                   "help": "What a replica holds: machine = its machine type's CPUs, memory and GPUs; "
                           "process = at most 1 CPU and no memory (replicas share one machine); auto = "
-                          "process for the local executor and a Ray that mlengine starts, machine for --ray-address."},
+                          "process for the local executor and a Ray that mlengine starts, "
+                          "machine for --ray-address."},
     )
     local_gpus: int = field(
         default=-1,
-        metadata={"env": "MLE_LOCAL_GPUS", "help": "GPUs the local executor may hand out; -1 = as many as nvidia-smi lists."},
+        metadata={"env": "MLE_LOCAL_GPUS",
+                  "help": "GPUs the local executor may hand out; -1 = as many as nvidia-smi lists."},
     )
     port_range: str = field(
         default="20000-32767",
@@ -83,17 +86,19 @@ class Settings:
     )
     ray_num_cpus: int = field(
         default=0,
-        metadata={"env": "MLE_RAY_NUM_CPUS", "help": "CPUs of the local Ray that mlengine starts without --ray-address; 0 = number of CPUs."},
+        metadata={"env": "MLE_RAY_NUM_CPUS",
+                  "help": "CPUs of the local Ray that mlengine starts without --ray-address; 0 = number of CPUs."},
     )
     ray_placement_strategy: str = field(
         default="PACK",
         metadata={"env": "MLE_RAY_PLACEMENT_STRATEGY",
-                  "help": "Ray placement group strategy for a job's replicas: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD."},
+                  "help": "Ray placement group strategy for a job's replicas: "
+                          "PACK | SPREAD | STRICT_PACK | STRICT_SPREAD."},
     )
     ray_placement_timeout_seconds: float = field(
         default=60.0,
         metadata={"env": "MLE_RAY_PLACEMENT_TIMEOUT",
-                  "help": "Seconds a job waits for Ray to place all its replicas before it goes back to the queue."},
+                  "help": "Seconds a job waits for Ray to place all its replicas before it fails."},
     )
     cancel_grace_seconds: float = field(
         default=5.0,
