@@ -36,8 +36,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._report import machine, table, write_section  # noqa: E402
 from tests.e2e.helpers import REPO, ServerProcess, build_package, write_trainer  # noqa: E402
+
+from bench._report import machine, table, write_section  # noqa: E402
 
 DATA = REPO / "samples" / "taxifare" / "data"
 SPEC: dict[str, Any] = {

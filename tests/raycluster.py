@@ -4,16 +4,24 @@ each node has its own address like separate machines), token auth, no dashboard.
 Each node is ``ray start --block`` in its own session; :meth:`TestRay.stop` stops exactly
 those sessions (never ``ray stop``, which would stop every Ray of the user on the machine).
 Keep clusters small (2 logical CPUs per node) and start one per test module.
+
+Every cluster of one test process uses the same auth token: Ray reads the token once per
+process, so a driver in this process could not talk to a second cluster with another token.
+A node that does not come up (Ray gives a node 30 s to register, which a loaded 2-core
+machine can miss) is started once more.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
+from mlengine.errors import MLEngineError
 from mlengine.training.executors.ray_cluster import (
     RayNode,
     ensure_token,
@@ -44,11 +52,18 @@ class TestRay:
 
     def add_node(self, cpus: float, resources: dict[str, float] | None = None) -> RayNode:
         index = len(self.nodes)
-        node = start_node(
-            token_file=self.token_file, temp_dir=self.root / f"n{index}", log_file=self.root / f"n{index}.log",
-            head=not self.nodes, address=self.address if self.nodes else None, num_cpus=cpus,
-            resources=resources, object_store_mb=128, node_ip=f"127.0.0.{index + 2}",
-        )
+        for attempt in range(2):
+            try:
+                node = start_node(
+                    token_file=self.token_file, temp_dir=self.root / f"n{index}-{attempt}",
+                    log_file=self.root / f"n{index}-{attempt}.log", head=not self.nodes,
+                    address=self.address if self.nodes else None, num_cpus=cpus, resources=resources,
+                    object_store_mb=128, node_ip=f"127.0.0.{index + 2}",
+                )
+                break
+            except MLEngineError:
+                if attempt:
+                    raise
         self.nodes.append(node)
         return node
 
@@ -62,10 +77,18 @@ class TestRay:
             raise RuntimeError(f"Ray processes left behind: {leftovers}")
 
 
+@lru_cache(maxsize=1)
+def process_token() -> Path:
+    """The auth token file every test cluster of this process uses (removed at exit)."""
+    root = Path(tempfile.mkdtemp(prefix="mle-rt-token-"))
+    atexit.register(shutil.rmtree, root, True)
+    return ensure_token(root / "token")
+
+
 def start_cluster(node_specs: list[tuple[float, dict[str, float] | None]]) -> TestRay:
     """Start a cluster of ``(cpus, custom resources)`` nodes; the first is the head."""
     root = Path(tempfile.mkdtemp(prefix="mle-rt-"))
-    cluster = TestRay(root, ensure_token(root / "token"))
+    cluster = TestRay(root, process_token())
     try:
         for cpus, resources in node_specs:
             cluster.add_node(cpus, resources)

@@ -141,6 +141,7 @@ def start_node(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            stop_node(node)  # whatever it started before failing
             raise MLEngineError(Code.FAILED_PRECONDITION,
                                 f"`ray start` exited with {proc.returncode}; see {log_file}:\n{_tail(log_file)}")
         if "Ray runtime started" in _tail(log_file, 200):
