@@ -217,3 +217,54 @@ def test_control_plane_restart_reconciles(backend: Backend, package: Path, tmp_p
     assert not pid_alive(records["worker-replica-0"]["pid"]), "the worker is stopped once the master succeeded"
     if backend.ray:
         wait_ray_free(backend)
+
+
+def test_capacity_queues_or_refuses(backend: Backend, package: Path, tmp_path: Path) -> None:
+    server = backend.server
+    cpus = 8 if backend.name == "local" else 4  # MLE_CAPACITY_SLOTS / the two 2-CPU Ray nodes
+    out = tmp_path / "records"
+    submit(server, "fills_all", package, "disttrainer.sleeper", ["--out", str(out), "--sleep", "600"],
+           workerType="tiny", workerCount=str(cpus - 1))
+    wait_records(out, ["master-replica-0", f"worker-replica-{cpus - 2}"])
+    submit(server, "waits", package, "disttrainer.sleeper", ["--out", str(tmp_path / "w"), "--sleep", "0"])
+    submit(server, "too_big", package, "disttrainer.sleeper", ["--out", str(tmp_path / "t")],
+           workerType="tiny", workerCount=str(cpus))
+    submit(server, "needs_gpu", package, "disttrainer.sleeper", ["--out", str(tmp_path / "g")],
+           masterConfig={"acceleratorConfig": {"count": 1, "type": "NVIDIA_TESLA_T4"}})
+    too_big = server.wait_state("too_big", ("FAILED",), timeout=30)
+    assert f"need {cpus + 1} CPUs (has {cpus})" in too_big["errorMessage"], too_big
+    gpu = server.wait_state("needs_gpu", ("FAILED",), timeout=30)
+    assert "1 GPUs (has 0)" in gpu["errorMessage"], gpu
+    time.sleep(1)
+    waiting = server.job("waits")
+    assert waiting["state"] == "QUEUED" and waiting["jobPosition"] == "1", waiting
+    server.api("POST", f"{JOBS}/fills_all:cancel", json={})
+    assert server.wait_state("waits", ("SUCCEEDED", "FAILED"), timeout=120)["state"] == "SUCCEEDED"
+    response = server.api("POST", JOBS, json={"jobId": "unknown_type", "trainingInput": {
+        "packageUris": [str(package)], "pythonModule": "disttrainer.sleeper", "scaleTier": "CUSTOM",
+        "masterType": "tiny", "workerType": "n9-imaginary-4", "workerCount": "1"}})
+    assert response.status_code == 400
+    assert "trainingInput.workerType" in response.json()["error"]["message"]
+    if backend.ray:
+        wait_ray_free(backend)
+
+
+def test_tuning_trials_run_on_the_executor(backend: Backend, tmp_path: Path) -> None:
+    from tests.e2e.helpers import build_package, write_trainer
+    from tests.e2e.tuning_trainer import TRAINER
+
+    write_trainer(tmp_path / "src", TRAINER)
+    package = build_package(tmp_path / "src")
+    spec = {"goal": "MINIMIZE", "hyperparameterMetricTag": "loss", "maxTrials": 2, "maxParallelTrials": 2,
+            "params": [{"parameterName": "x", "type": "DOUBLE", "minValue": 0, "maxValue": 1}]}
+    body = {"jobId": "tuned", "trainingInput": {
+        "packageUris": [str(package)], "pythonModule": "trainer.task", "region": "local",
+        "args": ["--record", str(tmp_path / "rec")], "scaleTier": "CUSTOM", "masterType": "tiny",
+        "hyperparameters": spec}}
+    assert backend.server.api("POST", JOBS, json=body).status_code == 200
+    job = backend.server.wait_state("tuned", ("SUCCEEDED", "FAILED", "CANCELLED"), timeout=180)
+    assert job["state"] == "SUCCEEDED", job
+    assert job["trainingOutput"]["completedTrialCount"] == "2"
+    assert len(list((tmp_path / "rec").glob("*.json"))) == 2
+    if backend.ray:
+        wait_ray_free(backend)

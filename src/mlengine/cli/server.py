@@ -109,10 +109,11 @@ def server_argv(
     return argv
 
 
-def wait_until_ready(proc: subprocess.Popen[bytes], cfg: Settings, started: float) -> dict[str, Any]:
+def wait_until_ready(proc: subprocess.Popen[bytes], cfg: Settings, started: float,
+                     timeout: float = START_TIMEOUT) -> dict[str, Any]:
     """Wait for the spawned server to record itself and answer; its server.json."""
     log = server_log(cfg.home)
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + timeout
     with output.spinner("Starting the mlengine server..."):
         while time.monotonic() < deadline:
             code = proc.poll()
@@ -141,7 +142,7 @@ def wait_until_ready(proc: subprocess.Popen[bytes], cfg: Settings, started: floa
     with contextlib.suppress(OSError):
         proc.terminate()
     raise fail(
-        f"The server was not ready after {START_TIMEOUT:.0f} s; stopped it. "
+        f"The server was not ready after {timeout:.0f} s; stopped it. "
         f"Last lines of {log}:\n{log_tail(log)}"
     )
 
@@ -216,7 +217,9 @@ def start(
             argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
             env=env, cwd=str(cfg.home), start_new_session=True, close_fds=True,
         )
-    record = wait_until_ready(proc, cfg, started)
+    # Starting a local Ray (executor ray without an address) takes a while on a small machine.
+    uses_ray = (executor or cfg.executor) == "ray"
+    record = wait_until_ready(proc, cfg, started, START_TIMEOUT + (120.0 if uses_ray else 0.0))
     output.status(f"Started the mlengine server (pid {record.get('pid')}); logs in {log}.")
     click.echo(record["url"])
 

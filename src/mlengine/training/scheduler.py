@@ -173,6 +173,7 @@ class Scheduler:
             return
         have = self.executor.capacity()
         used = capacity.total(capacity.held_by(j.internal) for j in active if j.state in states.HOLDING)
+        blocked = False  # once a job must wait, later ones wait too (but impossible ones still fail)
         for job in active:
             if job.state != states.QUEUED or self._owned(job):
                 continue
@@ -191,8 +192,9 @@ class Scheduler:
             if verdict.never:
                 self._fail_queued(job, states.FAILED, verdict.never)
                 continue
-            if not verdict.fits_with(used, have):
-                break  # first come, first served: later jobs wait behind this one
+            if blocked or not verdict.fits_with(used, have):
+                blocked = True  # first come, first served: later jobs wait behind this one
+                continue
             used = used + verdict.demand
             job = self._set_state(job, states.PREPARING, demand=verdict.demand.to_json())
             with self._lock:

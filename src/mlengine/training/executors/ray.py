@@ -116,8 +116,10 @@ class RayExecutor(Executor):
 
     # Placement ----------------------------------------------------------------------------
     def _names(self, job_key: str) -> str:
+        """Base name of the job's placement group and agents; ``/`` (tuning trials are
+        ``JOB/trials/N``) becomes ``.``, which job ids never contain."""
         project, job_id = job_key.split("/", 1)
-        return f"{self.prefix}-{project}-{job_id}"
+        return f"{self.prefix}-{project}-{job_id}".replace("/", ".")
 
     def _bundle(self, resources: Resources) -> dict[str, float]:
         bundle: dict[str, float] = {"CPU": max(resources.cpus, 0.01)}
@@ -235,7 +237,10 @@ class RayExecutor(Executor):
         if cached and time.monotonic() - cached[0] < POLL_EVERY:
             return cached[1]
         status = self._ask(handle)
-        self._last_poll[key] = (time.monotonic(), status)
+        if status.finished:
+            self._last_poll.pop(key, None)
+        else:
+            self._last_poll[key] = (time.monotonic(), status)
         return status
 
     def _ask(self, handle: dict[str, Any]) -> ReplicaStatus:
