@@ -223,8 +223,9 @@ def run_wrk(url: str, body: bytes, headers: dict[str, str], connections: int, se
               'done = function(summary, latency, requests) io.write(string.format("JSON %d %d %f %f\\n", '
               "summary.requests, errors, latency:percentile(50), latency:percentile(99))) end"]
     script.write_text("\n".join(lines) + "\n")
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(script),
-                          url], capture_output=True, text=True, check=True).stdout
+    duration = f"-d{max(1, round(seconds))}s"
+    argv = ["wrk", "-t1", f"-c{connections}", duration, "--timeout", "30s", "-s", str(script), url]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     rate = next(float(line.split()[1]) for line in out.splitlines() if line.startswith("Requests/sec:"))
     _, requests, errors, p50, p99 = next(line for line in out.splitlines() if line.startswith("JSON")).split()
     socket_errors = sum(int(x) for x in __import__("re").findall(r"(?:connect|read|write|timeout) (\d+)", out))

@@ -12,8 +12,8 @@ and 32, with 1 and with 100 instances per request:
 - per-request floor: a bare Starlette app calling the model once per request;
 - mlengine: ``mle server``, one replica (autoScaling min 1, max 1), through the router;
 - ``mlflow models serve`` and Ray Serve (one replica), each in its own virtual environment
-  under bench/.envs/ (``mlflow``, ``ray``; see bench/README or the docstring of
-  bench/_serving_servers.py).
+  under bench/.envs/ (``mlflow``, ``ray``), made by ``bash bench/setup_serving_envs.sh``
+  (which also installs ``wrk``).
 
 Start: process start to first prediction (mlengine: version creation to READY). Cold start:
 mlengine's scale-from-zero, first request of a version with no replica. Memory: PSS/RSS.
