@@ -52,18 +52,18 @@ mle jobs list
 step "The exported SavedModel"
 EXPORT="$(ls -d "$WORK/$JOB"/export/*/ | tail -1)"
 ls -l "$EXPORT"
-python - "$EXPORT" <<'PY'
-import os, sys
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import tensorflow as tf
-model = tf.saved_model.load(sys.argv[1])
-signature = model.signatures["serving_default"]
-print("serving_default inputs:", sorted(signature.structured_input_signature[1]))
-ride = {"pickup_datetime": tf.constant(["2011-01-28 20:42:59 UTC"]),
-        "pickup_longitude": tf.constant([-73.999022]), "pickup_latitude": tf.constant([40.739146]),
-        "dropoff_longitude": tf.constant([-73.990369]), "dropoff_latitude": tf.constant([40.717866]),
-        "passenger_count": tf.constant([1.0])}
-print("predicted fare for a 2.5 km ride in Manhattan:", signature(**ride))
-PY
 
-step "Done: job $JOB SUCCEEDED; its outputs are in $WORK/$JOB"
+step "mle models create taxifare; mle versions create v1 --origin $EXPORT"
+mle models create taxifare
+mle versions create v1 --model taxifare --origin "$EXPORT" --min-nodes 0 --max-nodes 2
+
+step "mle predict: online prediction over the ml v1 REST API (served by a replica process)"
+mle predict --model taxifare --json-instances "$SAMPLE/instances.json"
+
+step "mle local predict: the same predictor code, no server"
+mle local predict --model-dir "$EXPORT" --json-instances "$SAMPLE/instances.json"
+
+step "mle versions list --model taxifare"
+mle versions list --model taxifare
+
+step "Done: job $JOB SUCCEEDED, its model serves predictions; outputs are in $WORK/$JOB"
