@@ -9,11 +9,15 @@ import re
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-HEADER = "# Benchmarks\n\nEach section is rewritten by its script in `bench/`. Numbers are medians from one run on a shared, noisy machine; compare ratios, not absolutes.\n"
+HEADER = (
+    "# Benchmarks\n\nEach section is rewritten by its script in `bench/`. Numbers are medians from one run "
+    "on a shared, noisy machine; compare ratios, not absolutes.\n"
+)
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {dt.date.today().isoformat()}"
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+            f"{dt.date.today().isoformat()}")
 
 
 def write_section(name: str, body: str) -> None:

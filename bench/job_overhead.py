@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._report import machine, table, write_section  # noqa: E402
 from tests.e2e.helpers import ServerProcess, build_package, write_trainer  # noqa: E402
+
+from bench._report import machine, table, write_section  # noqa: E402
 
 TRIVIAL = """
 import sys

@@ -135,23 +135,28 @@ class Settings:
     )
     predict_batch_wait_ms: float = field(
         default=0.0,
-        metadata={"env": "MLE_PREDICT_BATCH_WAIT_MS", "help": "Extra milliseconds a replica under load waits to fill a batch."},
+        metadata={"env": "MLE_PREDICT_BATCH_WAIT_MS",
+                  "help": "Extra milliseconds a replica under load waits to fill a batch."},
     )
     predict_queue_limit: int = field(
         default=256,
-        metadata={"env": "MLE_PREDICT_QUEUE_LIMIT", "help": "Requests in flight per replica (and while scaling from zero) before 429."},
+        metadata={"env": "MLE_PREDICT_QUEUE_LIMIT",
+                  "help": "Requests in flight per replica (and while scaling from zero) before 429."},
     )
     serving_idle_seconds: float = field(
         default=300.0,
-        metadata={"env": "MLE_SERVING_IDLE_SECONDS", "help": "Idle time after which a version with minNodes 0 scales to zero."},
+        metadata={"env": "MLE_SERVING_IDLE_SECONDS",
+                  "help": "Idle time after which a version with minNodes 0 scales to zero."},
     )
     serving_max_nodes: int = field(
         default=0,
-        metadata={"env": "MLE_SERVING_MAX_NODES", "help": "Default autoScaling.maxNodes of a version; 0 = number of CPUs."},
+        metadata={"env": "MLE_SERVING_MAX_NODES",
+                  "help": "Default autoScaling.maxNodes of a version; 0 = number of CPUs."},
     )
     serving_target_inflight: float = field(
         default=16.0,
-        metadata={"env": "MLE_SERVING_TARGET_INFLIGHT", "help": "Requests in flight per replica the autoscaler aims for."},
+        metadata={"env": "MLE_SERVING_TARGET_INFLIGHT",
+                  "help": "Requests in flight per replica the autoscaler aims for."},
     )
     serving_start_timeout_seconds: float = field(
         default=180.0,
@@ -159,7 +164,9 @@ class Settings:
     )
     serving_zygotes: str = field(
         default="on",
-        metadata={"env": "MLE_SERVING_ZYGOTES", "help": "on: fork replicas from per-framework processes that pre-import it; off: fresh interpreters."},
+        metadata={"env": "MLE_SERVING_ZYGOTES",
+                  "help": "on: fork replicas from per-framework processes that "
+                          "pre-import it; off: fresh interpreters."},
     )
     model_max_files: int = field(
         default=1000,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tests.e2e.helpers import ECHO_TRAINER, ServerProcess, write_trainer
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from tests.e2e.helpers import REPO, ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
