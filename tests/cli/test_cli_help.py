@@ -31,7 +31,10 @@ def test_command_tree() -> None:
         "server start", "server stop", "server status",
         "auth print-access-token", "auth create-token", "auth list-tokens", "auth revoke-token",
         "jobs submit training", "jobs list", "jobs describe", "jobs stream-logs", "jobs cancel",
-        "jobs update", "local train",
+        "jobs update", "local train", "local predict",
+        "models create", "models list", "models describe", "models delete",
+        "versions create", "versions list", "versions describe", "versions delete",
+        "versions set-default", "versions update", "predict",
     }
 
 

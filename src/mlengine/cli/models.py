@@ -59,7 +59,13 @@ def create(model: str, project: str | None, description: str | None, labels: str
 @click.option("--filter", "filter_", metavar="EXPRESSION", default=None, help="Server-side filter (AIP-160).")
 @click.option("--format", "fmt", type=click.Choice(output.FORMATS), default="table", show_default=True)
 def list_models(project: str | None, filter_: str | None, fmt: str) -> None:
-    """List models (NAME, DEFAULT_VERSION_NAME)."""
+    """List models (NAME, DEFAULT_VERSION_NAME).
+
+    \b
+    Examples:
+      mle models list
+      mle models list --filter 'labels.team=fares' --format json
+    """
     found = list(client().list_models(project_of(project), filter=filter_))
     if fmt != "table":
         output.emit(found, fmt)
@@ -77,7 +83,13 @@ def list_models(project: str | None, filter_: str | None, fmt: str) -> None:
 @project_option
 @click.option("--format", "fmt", type=click.Choice(("yaml", "json")), default="yaml", show_default=True)
 def describe(model: str, project: str | None, fmt: str) -> None:
-    """Show model MODEL (with its default version)."""
+    """Show model MODEL (with its default version).
+
+    \b
+    Examples:
+      mle models describe taxifare
+      mle models describe taxifare --format json
+    """
     output.emit(client().get_model(project_of(project), model), fmt)
 
 
@@ -89,7 +101,7 @@ def delete(model: str, project: str | None) -> None:
 
     \b
     Examples:
-      mle versions delete v1 --model taxifare && mle models delete taxifare
+      mle models delete taxifare    # after `mle versions delete v1 --model taxifare`
     """
     c = client()
     c.wait_operation(c.delete_model(project_of(project), model))

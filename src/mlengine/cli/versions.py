@@ -142,7 +142,13 @@ def _stage_package(c: Any, project: str, version: str, uri: str) -> str:
 @click.option("--filter", "filter_", metavar="EXPRESSION", default=None, help="Server-side filter (AIP-160).")
 @click.option("--format", "fmt", type=click.Choice(output.FORMATS), default="table", show_default=True)
 def list_versions(model: str, project: str | None, filter_: str | None, fmt: str) -> None:
-    """List the versions of MODEL (NAME, STATE, FRAMEWORK, DEFAULT, DEPLOYMENT_URI)."""
+    """List the versions of MODEL (NAME, STATE, FRAMEWORK, DEFAULT, DEPLOYMENT_URI).
+
+    \b
+    Examples:
+      mle versions list --model taxifare
+      mle versions list --model taxifare --format yaml
+    """
     found = list(client().list_versions(project_of(project), model, filter=filter_))
     if fmt != "table":
         output.emit(found, fmt)
@@ -162,7 +168,12 @@ def list_versions(model: str, project: str | None, filter_: str | None, fmt: str
 @project_option
 @click.option("--format", "fmt", type=click.Choice(("yaml", "json")), default="yaml", show_default=True)
 def describe(version: str, model: str, project: str | None, fmt: str) -> None:
-    """Show version VERSION of MODEL."""
+    """Show version VERSION of MODEL.
+
+    \b
+    Examples:
+      mle versions describe v1 --model taxifare
+    """
     output.emit(client().get_version(project_of(project), model, version), fmt)
 
 
@@ -172,7 +183,12 @@ def describe(version: str, model: str, project: str | None, fmt: str) -> None:
 @project_option
 @click.option("--async", "run_async", is_flag=True, help="Return at once instead of waiting.")
 def delete(version: str, model: str, project: str | None, run_async: bool) -> None:
-    """Delete version VERSION of MODEL (stops its replicas, removes its files)."""
+    """Delete version VERSION of MODEL (stops its replicas, removes its files).
+
+    \b
+    Examples:
+      mle versions delete v1 --model taxifare
+    """
     c = client()
     operation = c.delete_version(project_of(project), model, version)
     if not run_async:
@@ -186,7 +202,12 @@ def delete(version: str, model: str, project: str | None, run_async: bool) -> No
 @model_option
 @project_option
 def set_default(version: str, model: str, project: str | None) -> None:
-    """Make VERSION the default version of MODEL (used when a request names no version)."""
+    """Make VERSION the default version of MODEL (used when a request names no version).
+
+    \b
+    Examples:
+      mle versions set-default v2 --model taxifare
+    """
     client().set_default_version(project_of(project), model, version)
     output.status(f"Version [{version}] is now the default version of model [{model}].")
 
