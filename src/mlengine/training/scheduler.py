@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import logging
 import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from mlengine.config import Settings
-from mlengine.errors import Code, MLEngineError
+from mlengine.errors import MLEngineError
 from mlengine.store.jobs import JobRepository
 from mlengine.store.models import JobRow, ReplicaRow
 from mlengine.store.timeutil import as_utc, utcnow
 from mlengine.training import capacity, cluster, states
 from mlengine.training.executors._base import Executor, Placement, ReplicaLaunch, ReplicaStatus
 from mlengine.training.logs import tail_errors
+from mlengine.training.preparation import ModuleProbe, fetch_packages
 from mlengine.training.runtime import JobPaths
 
 log = logging.getLogger("mlengine.scheduler")
@@ -81,7 +81,7 @@ class Scheduler:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mle-prepare")
         self._preparing: set[int] = set()
         self._lock = threading.Lock()
-        self._module_checks: dict[tuple[str, str], bool] = {}
+        self._module_probe = ModuleProbe(settings.home)
         #: Hooks that own some jobs (the tuner owns tuning jobs): see :class:`JobHook`.
         self.hooks: list[JobHook] = []
         executor.notify = self.wake
@@ -209,9 +209,9 @@ class Scheduler:
     def _prepare_and_launch(self, job: JobRow) -> None:
         paths = self._paths(job)
         try:
-            packages = self._fetch_packages(job, paths)
+            packages = fetch_packages(job, paths)
             env = self.env_cache.prepare(packages, log=paths.service_log)
-            self._check_module(job, env)
+            self._module_probe.check(job, env)
             current = self.repo.get_by_pk(job.id)
             if current.state != states.PREPARING:
                 return  # cancelled meanwhile; the cancel path finishes it
@@ -231,44 +231,6 @@ class Scheduler:
         current = self.repo.get_by_pk(job.id)
         if current.state == states.PREPARING:
             self._set_state(current, states.FAILED, error=message)
-
-    def _fetch_packages(self, job: JobRow, paths: JobPaths) -> list[Any]:
-        from mlengine.storage import uris
-        from mlengine.training.packaging import validate_package_archive
-
-        local = []
-        for uri in job.training_input["packageUris"]:
-            if uris.is_local(uri):
-                path = uris.local_path(uri)
-            else:
-                paths.service_log(f"Downloading {uri}")
-                path = uris.fetch(uri, paths.packages_dir)
-            validate_package_archive(path)
-            local.append(path)
-        return local
-
-    def _check_module(self, job: JobRow, env: Any) -> None:
-        module = job.training_input["pythonModule"]
-        key = (env.key, module)
-        if key not in self._module_checks:
-            probe = (
-                "import importlib.util, sys\n"
-                "try:\n    found = importlib.util.find_spec(sys.argv[1]) is not None\n"
-                "except ModuleNotFoundError:\n    found = False\n"
-                "sys.exit(0 if found else 3)\n"
-            )
-            result = subprocess.run(
-                [env.python, "-c", probe, module], env={**_base_env(), **env.env_vars()},
-                capture_output=True, timeout=120, cwd=str(self.settings.home),
-            )
-            self._module_checks[key] = result.returncode == 0
-        if not self._module_checks[key]:
-            packages = ", ".join(job.training_input["packageUris"])
-            raise MLEngineError(
-                Code.INVALID_ARGUMENT,
-                f"Module {module!r} (trainingInput.pythonModule) was not found in the job's "
-                f"packages ({packages}). Check --module-name and that the package contains it.",
-            )
 
     def _launch(self, job: JobRow, paths: JobPaths, env: Any) -> None:
         ti = job.training_input
@@ -410,9 +372,3 @@ class Scheduler:
     def _finish_cancel(self, job: JobRow) -> None:
         self._paths(job).service_log("Job cancelled.")
         self._set_state(job, states.CANCELLED)
-
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)

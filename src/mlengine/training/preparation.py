@@ -1,0 +1,72 @@
+"""Preparing a job before launch: fetch its packages and check its module exists.
+
+Runs on the scheduler's preparation threads; user code only ever runs in subprocesses (the
+module probe imports the user's package in a throw-away interpreter, never in the server).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from mlengine.errors import Code, MLEngineError
+from mlengine.store.models import JobRow
+from mlengine.training.runtime import JobPaths
+
+_PROBE = (
+    "import importlib.util, sys\n"
+    "try:\n    found = importlib.util.find_spec(sys.argv[1]) is not None\n"
+    "except ModuleNotFoundError:\n    found = False\n"
+    "sys.exit(0 if found else 3)\n"
+)
+
+
+def fetch_packages(job: JobRow, paths: JobPaths) -> list[Path]:
+    """Local paths of the job's packages (remote URIs downloaded), each validated."""
+    from mlengine.storage import uris
+    from mlengine.training.packaging import validate_package_archive
+
+    local = []
+    for uri in job.training_input["packageUris"]:
+        if uris.is_local(uri):
+            path = uris.local_path(uri)
+        else:
+            paths.service_log(f"Downloading {uri}")
+            path = uris.fetch(uri, paths.packages_dir)
+        validate_package_archive(path)
+        local.append(path)
+    return local
+
+
+class ModuleProbe:
+    """Whether ``trainingInput.pythonModule`` exists in an environment; answers are cached
+    per (environment, module) since environments are immutable once built. Thread-safe."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self._known: dict[tuple[str, str], bool] = {}
+        self._lock = threading.Lock()
+
+    def check(self, job: JobRow, env: Any) -> None:
+        module = job.training_input["pythonModule"]
+        key = (env.key, module)
+        with self._lock:
+            found = self._known.get(key)
+        if found is None:
+            result = subprocess.run(
+                [env.python, "-c", _PROBE, module], env={**os.environ, **env.env_vars()},
+                capture_output=True, timeout=120, cwd=str(self.cwd),
+            )
+            found = result.returncode == 0
+            with self._lock:
+                self._known[key] = found
+        if not found:
+            packages = ", ".join(job.training_input["packageUris"])
+            raise MLEngineError(
+                Code.INVALID_ARGUMENT,
+                f"Module {module!r} (trainingInput.pythonModule) was not found in the job's "
+                f"packages ({packages}). Check --module-name and that the package contains it.",
+            )
