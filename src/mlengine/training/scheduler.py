@@ -29,6 +29,8 @@ from mlengine.training.runtime import JobPaths
 
 log = logging.getLogger("mlengine.scheduler")
 
+#: How long an idle scheduler sleeps unless woken.
+IDLE_INTERVAL_SECONDS = 1.0
 CHIEF_TYPES = ("master", "chief")
 RANKED_TYPES = ("master", "chief", "worker")
 
@@ -107,11 +109,15 @@ class Scheduler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            busy = True
             try:
-                self.tick()
+                busy = self.tick()
             except Exception:  # the loop must survive a bad job; the error is logged
                 log.exception("scheduler tick failed")
-            self._wake.wait(self.settings.scheduler_interval_seconds)
+            # With no active job only a create (which wakes us) can change anything: poll
+            # rarely, so an idle scheduler doesn't compete with the predict path for the GIL.
+            interval = self.settings.scheduler_interval_seconds
+            self._wake.wait(interval if busy else max(interval, IDLE_INTERVAL_SECONDS))
             self._wake.clear()
 
     def reconcile(self) -> None:
@@ -127,7 +133,8 @@ class Scheduler:
                 self._paths(job).service_log("The server restarted while preparing; preparing again.")
 
     # One pass -----------------------------------------------------------------------------
-    def tick(self) -> None:
+    def tick(self) -> bool:
+        """One pass over the active jobs; returns whether there were any."""
         jobs = self.repo.in_states(states.ACTIVE)
         for job in jobs:
             if self._owned(job):
@@ -141,6 +148,7 @@ class Scheduler:
             for hook in self.hooks:
                 hook.tick(active)
         self._start_queued()
+        return bool(jobs)
 
     def _owned(self, job: JobRow) -> bool:
         return any(hook.owns(job) for hook in self.hooks)
