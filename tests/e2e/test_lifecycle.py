@@ -27,7 +27,10 @@ def _wait_file(path: Path, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists() and path.stat().st_size:
-            return json.loads(path.read_text())
+            try:
+                return json.loads(path.read_text())
+            except ValueError:
+                pass  # still being written
         time.sleep(0.05)
     raise AssertionError(f"{path} never appeared")
 

@@ -53,7 +53,13 @@ def submit(server: ServerProcess, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def records(directory: Path) -> dict[str, dict[str, Any]]:
-    return {p.stem: json.loads(p.read_text()) for p in directory.glob("*.json")}
+    found = {}
+    for path in directory.glob("*.json"):
+        try:
+            found[path.stem] = json.loads(path.read_text())
+        except ValueError:
+            continue  # a trainer is still writing it; it is read on the next poll
+    return found
 
 
 def _pid_alive(pid: int) -> bool:
