@@ -16,13 +16,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from mlengine.errors import already_exists, invalid, not_found
+from mlengine.errors import already_exists, not_found
+from mlengine.store import paging
 from mlengine.store.database import Database
 from mlengine.store.models import JobRow, ReplicaRow
 from mlengine.store.timeutil import utcnow
-
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
 
 
 def etag_of(row: JobRow) -> str:
@@ -31,21 +29,6 @@ def etag_of(row: JobRow) -> str:
     labels_version = (row.internal or {}).get("labelsVersion", 0)
     digest = hashlib.sha256(f"{row.id}:{labels_version}".encode()).digest()[:8]
     return base64.b64encode(digest).decode()
-
-
-def _encode_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode()
-
-
-def _decode_token(token: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(token.encode()).decode()
-        kind, value = text.split(":", 1)
-        if kind != "id":
-            raise ValueError(kind)
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise invalid("pageToken", "is not a token returned by a previous list call") from None
 
 
 class JobRepository:
@@ -120,11 +103,8 @@ class JobRepository:
         page_token: str | None,
     ) -> tuple[list[JobRow], str | None]:
         """Newest first. ``predicate`` filters rows (the API compiles the user's filter)."""
-        size = page_size if page_size else DEFAULT_PAGE_SIZE
-        if size < 0:
-            raise invalid("pageSize", "must not be negative")
-        size = min(size, MAX_PAGE_SIZE)
-        before = _decode_token(page_token) if page_token else None
+        size = paging.page_size(page_size)
+        before = paging.decode_id_token("id", page_token) if page_token else None
         result: list[JobRow] = []
         batch = 500
         with self.db.session() as s:
@@ -143,7 +123,7 @@ class JobRepository:
                             break
                 cursor = rows[-1].id
         if len(result) > size:
-            return result[:size], _encode_token(result[size - 1].id)
+            return result[:size], paging.encode_token("id", result[size - 1].id)
         return result, None
 
     def children(self, parent: JobRow) -> list[JobRow]:

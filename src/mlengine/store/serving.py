@@ -18,13 +18,11 @@ from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Tex
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mlengine.errors import already_exists, invalid, not_found
+from mlengine.errors import already_exists, not_found
+from mlengine.store import paging
 from mlengine.store.database import Database
 from mlengine.store.models import Base
 from mlengine.store.timeutil import utcnow
-
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
 
 
 class ModelRow(Base):
@@ -90,27 +88,6 @@ def etag(row_id: int, version: int) -> str:
     return base64.b64encode(digest).decode()
 
 
-def _encode(kind: str, value: str | int) -> str:
-    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode()
-
-
-def _decode(kind: str, token: str) -> str:
-    try:
-        text = base64.urlsafe_b64decode(token.encode()).decode()
-        found, value = text.split(":", 1)
-    except (ValueError, UnicodeDecodeError):
-        raise invalid("pageToken", "is not a token returned by a previous list call") from None
-    if found != kind:
-        raise invalid("pageToken", "is not a token returned by a previous list call")
-    return value
-
-
-def _page_size(page_size: int | None) -> int:
-    if page_size is not None and page_size < 0:
-        raise invalid("pageSize", "must not be negative")
-    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
 class ServingRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -141,15 +118,15 @@ class ServingRepository:
 
     def list_models(self, project: str, predicate: Callable[[ModelRow], bool], page_size: int | None,
                     page_token: str | None) -> tuple[list[ModelRow], str | None]:
-        size = _page_size(page_size)
-        after = _decode("model", page_token) if page_token else None
+        size = paging.page_size(page_size)
+        after = paging.decode_token("model", page_token) if page_token else None
         with self.db.session() as s:
             stmt = select(ModelRow).where(ModelRow.project == project)
             if after is not None:
                 stmt = stmt.where(ModelRow.name > after)
             rows = [r for r in s.scalars(stmt.order_by(ModelRow.name)) if predicate(r)]
         if len(rows) > size:
-            return rows[:size], _encode("model", rows[size - 1].name)
+            return rows[:size], paging.encode_token("model", rows[size - 1].name)
         return rows, None
 
     def update_model(self, pk: int, change: Callable[[ModelRow], None]) -> ModelRow:
@@ -212,11 +189,11 @@ class ServingRepository:
 
     def list_versions(self, model: ModelRow, predicate: Callable[[VersionRow], bool], page_size: int | None,
                       page_token: str | None) -> tuple[list[VersionRow], str | None]:
-        size = _page_size(page_size)
-        after = _decode("version", page_token) if page_token else None
+        size = paging.page_size(page_size)
+        after = paging.decode_token("version", page_token) if page_token else None
         rows = [r for r in self.versions_of(model.id) if (after is None or r.name > after) and predicate(r)]
         if len(rows) > size:
-            return rows[:size], _encode("version", rows[size - 1].name)
+            return rows[:size], paging.encode_token("version", rows[size - 1].name)
         return rows, None
 
     def update_version(self, pk: int, change: Callable[[VersionRow], None]) -> VersionRow:
@@ -271,15 +248,15 @@ class ServingRepository:
 
     def list_operations(self, project: str, predicate: Callable[[OperationRow], bool], page_size: int | None,
                         page_token: str | None) -> tuple[list[OperationRow], str | None]:
-        size = _page_size(page_size)
-        before = int(_decode("op", page_token)) if page_token else None
+        size = paging.page_size(page_size)
+        before = paging.decode_id_token("op", page_token) if page_token else None
         with self.db.session() as s:
             stmt = select(OperationRow).where(OperationRow.project == project)
             if before is not None:
                 stmt = stmt.where(OperationRow.id < before)
             rows = [r for r in s.scalars(stmt.order_by(OperationRow.id.desc())) if predicate(r)]
         if len(rows) > size:
-            return rows[:size], _encode("op", rows[size - 1].id)
+            return rows[:size], paging.encode_token("op", rows[size - 1].id)
         return rows, None
 
     def update_operation(self, pk: int, change: Callable[[OperationRow], None]) -> OperationRow:
