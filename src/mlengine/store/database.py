@@ -73,6 +73,20 @@ class Database:
         engine on the same database writes, e.g. Optuna's storage of tuning studies."""
         return self._write_lock if self._write_lock is not None else contextlib.nullcontext()
 
+    def add_new(self, row: Any, what: str) -> Any:
+        """Insert ``row``; a unique-constraint conflict becomes 409 ALREADY_EXISTS naming ``what``."""
+        from sqlalchemy.exc import IntegrityError
+
+        from mlengine.errors import already_exists
+
+        try:
+            with self.session() as s:
+                s.add(row)
+                s.flush()
+        except IntegrityError:
+            raise already_exists(what) from None
+        return row
+
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""
         from mlengine.store.migrate import upgrade

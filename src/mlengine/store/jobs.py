@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
-from mlengine.errors import already_exists, not_found
+from mlengine.errors import not_found
 from mlengine.store import paging
 from mlengine.store.database import Database
 from mlengine.store.models import JobRow, ReplicaRow
@@ -59,12 +58,7 @@ class JobRepository:
             internal=internal or {},
             version=1,
         )
-        try:
-            with self.db.session() as s:
-                s.add(row)
-                s.flush()
-        except IntegrityError:
-            raise already_exists(f"Job projects/{project}/jobs/{job_id}") from None
+        self.db.add_new(row, f"Job projects/{project}/jobs/{job_id}")
         return row
 
     def get(self, project: str, job_id: str) -> JobRow:

@@ -97,12 +97,7 @@ class ServingRepository:
                      spec: dict[str, Any]) -> ModelRow:
         row = ModelRow(project=project, name=name, description=description, labels=labels, spec=spec,
                        default_version=None, create_time=utcnow(), version=1)
-        try:
-            with self.db.session() as s:
-                s.add(row)
-                s.flush()
-        except IntegrityError:
-            raise already_exists(f"Model projects/{project}/models/{name}") from None
+        self.db.add_new(row, f"Model projects/{project}/models/{name}")
         return row
 
     def get_model(self, project: str, name: str) -> ModelRow:

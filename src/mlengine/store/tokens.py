@@ -7,9 +7,8 @@ import hmac
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from mlengine.errors import already_exists, invalid, not_found
+from mlengine.errors import invalid, not_found
 from mlengine.store.database import Database
 from mlengine.store.models import TokenRow
 from mlengine.store.timeutil import utcnow
@@ -31,12 +30,7 @@ class TokenRepository:
             raise invalid("name", "must be 1-64 letters, digits, '-' or '_'")
         secret = token or TOKEN_PREFIX + secrets.token_urlsafe(32)
         row = TokenRow(name=name, role=role, token_sha256=digest(secret), create_time=utcnow())
-        try:
-            with self.db.session() as s:
-                s.add(row)
-                s.flush()
-        except IntegrityError:
-            raise already_exists(f"Token {name!r}") from None
+        self.db.add_new(row, f"Token {name!r}")
         return row, secret
 
     def all(self) -> list[TokenRow]:
