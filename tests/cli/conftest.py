@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,18 +10,11 @@ from click.testing import CliRunner, Result
 sys.path.insert(0, str(Path(__file__).parents[1] / "client"))  # the shared fake API server
 
 from mle_fake_api import TOKEN, FakeMLServer  # noqa: E402
+from tests.client.conftest import fake  # noqa: E402,F401,F811 - the one fake-server fixture
 
 from mlengine.cli.main import cli  # noqa: E402
 
 Run = Callable[..., Result]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeMLServer]:
-    server = FakeMLServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -32,7 +25,7 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def mle(fake: FakeMLServer, home: Path) -> Run:
+def mle(fake: FakeMLServer, home: Path) -> Run:  # noqa: F811 - pytest injects the imported fixture
     """Run `mle ARGS` in-process against the fake server."""
 
     def run(*args: str, env: dict[str, str] | None = None) -> Result:
