@@ -176,3 +176,22 @@ def test_upload_then_submit(server: ServerProcess, echo_package: Path) -> None:
     body["trainingInput"]["packageUris"] = [uri]
     assert server.api("POST", JOBS, json=body).status_code == 200
     assert server.wait_state("from_upload", ("SUCCEEDED", "FAILED"))["state"] == "SUCCEEDED"
+
+
+def test_extension_routes_refuse_bad_input(server: ServerProcess, echo_package: Path) -> None:
+    bad_name = server.api("POST", "/v1/projects/mlengine/packages:upload",
+                          params={"filename": "../evil.tar.gz"}, content=echo_package.read_bytes())
+    assert bad_name.status_code == 400 and "filename" in bad_name.json()["error"]["message"]
+    not_archive = server.api("POST", "/v1/projects/mlengine/packages:upload",
+                             params={"filename": "notes.txt"}, content=b"hello")
+    assert not_archive.status_code == 400 and "notes.txt" in not_archive.json()["error"]["message"]
+    assert server.api("POST", JOBS, json=job_body("logs_input", echo_package)).status_code == 200
+    bad_token = server.api("GET", f"{JOBS}/logs_input/logs", params={"pageToken": "not-a-cursor"})
+    assert bad_token.status_code == 400 and "pageToken" in bad_token.json()["error"]["message"]
+    bad_size = server.api("GET", f"{JOBS}/logs_input/logs", params={"pageSize": -1})
+    assert bad_size.status_code == 400 and "pageSize" in bad_size.json()["error"]["message"]
+    missing = server.api("GET", f"{JOBS}/never_was/logs")
+    assert missing.status_code == 404
+    no_name = server.api("POST", "/v1/tokens", json={"role": "viewer"})
+    assert no_name.status_code == 400 and "name" in no_name.json()["error"]["message"]
+    assert server.api("DELETE", "/v1/tokens/nobody").status_code == 404
