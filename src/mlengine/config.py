@@ -1,5 +1,11 @@
 """Typed settings: every ``MLE_*`` environment variable is declared once, here.
 
+Each setting is a field of :class:`Settings` (a pydantic-settings model) whose
+``validation_alias`` is its environment variable and whose ``description`` is its help text.
+Types and constraints are declared on the field, so a bad value is rejected when settings
+are loaded, with a message naming the variable, the value and what is valid
+(:class:`~mlengine.errors.MLEngineError`, ``INVALID_ARGUMENT``).
+
 Settings are read when :func:`load_settings` is called (never at import time) so tests and
 subprocesses can point ``MLE_HOME`` elsewhere.
 """
@@ -7,175 +13,170 @@ subprocesses can point ``MLE_HOME`` elsewhere.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+import re
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import annotated_types
+from pydantic import AfterValidator, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mlengine.errors import Code, MLEngineError
+
+DEFAULT_HOME = "~/.mlengine"
+
+_PORT_RANGE_VALID = "must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535, e.g. 20000-32767"
 
 
-def _default_home() -> str:
-    return str(Path("~/.mlengine").expanduser())
+def _check_port_range(text: str) -> str:
+    match = re.fullmatch(r"(\d{1,5})-(\d{1,5})", text)
+    if match is None or not 1 <= int(match[1]) <= int(match[2]) <= 65535:
+        raise ValueError(_PORT_RANGE_VALID)
+    return text
 
 
-@dataclass(frozen=True)
-class Setting:
-    env: str
-    help: str
+# Constrained types; what each accepts is spelled out in error messages by _valid_text.
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeNumber = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveNumber = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PortRange = Annotated[str, AfterValidator(_check_port_range), Field(json_schema_extra={"valid": _PORT_RANGE_VALID})]
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Resolved configuration of one process (server, CLI or executor)."""
+def _env(name: str, help: str, **kwargs: Any) -> Any:
+    """A setting read from environment variable ``name``, documented by ``help``."""
+    return Field(validation_alias=name, description=help, **kwargs)
 
-    home: Path = field(metadata={"env": "MLE_HOME", "help": "State directory (default ~/.mlengine)."})
-    api_url: str | None = field(
+
+class Settings(BaseSettings):
+    """Resolved configuration of one process (server, CLI or executor); immutable."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        case_sensitive=True,  # MLE_EXECUTOR, not mle_executor: environment names are exact
+        env_ignore_empty=True,  # MLE_X= (empty) means unset
+        extra="forbid",
+    )
+
+    home: Path = _env("MLE_HOME", "State directory (default ~/.mlengine).",
+                      default=Path(DEFAULT_HOME), validate_default=True)
+    api_url: str | None = _env(
+        "MLE_API_URL", "Server URL for clients; default: what `mle server start` recorded.", default=None)
+    token: str | None = _env(
+        "MLE_TOKEN", "Bearer token for clients; default: the admin token file under MLE_HOME.", default=None)
+    project: str = _env(
+        "MLE_PROJECT", "Default project id in resource names (projects/PROJECT/...).", default="mlengine")
+    database_url: str | None = _env(
+        "MLE_DATABASE_URL",
+        "SQLAlchemy URL of the metadata store (sqlite:///... or postgresql://...); "
+        "default: SQLite under MLE_HOME.",
         default=None,
-        metadata={"env": "MLE_API_URL",
-                  "help": "Server URL for clients; default: what `mle server start` recorded."},
     )
-    token: str | None = field(
-        default=None,
-        metadata={"env": "MLE_TOKEN",
-                  "help": "Bearer token for clients; default: the admin token file under MLE_HOME."},
-    )
-    project: str = field(
-        default="mlengine",
-        metadata={"env": "MLE_PROJECT",
-                  "help": "Default project id in resource names (projects/PROJECT/...)."},
-    )
-    database_url: str | None = field(
-        default=None,
-        metadata={"env": "MLE_DATABASE_URL",
-                  "help": "SQLAlchemy URL of the metadata store (sqlite:///... or postgresql://...); "
-                          "default: SQLite under MLE_HOME."},
-    )
-    executor: str = field(
-        default="local",
-        metadata={"env": "MLE_EXECUTOR", "help": "Where replicas run: local | ray."},
-    )
-    ray_address: str | None = field(
-        default=None, metadata={"env": "MLE_RAY_ADDRESS", "help": "Ray cluster address for the ray executor."}
-    )
-    capacity_slots: int = field(
-        default=0,
-        metadata={"env": "MLE_CAPACITY_SLOTS",
-                  "help": "CPUs the local executor may hand out to replicas; 0 = number of CPUs."},
-    )
+    executor: Literal["local", "ray"] = _env("MLE_EXECUTOR", "Where replicas run: local | ray.", default="local")
+    ray_address: str | None = _env("MLE_RAY_ADDRESS", "Ray cluster address for the ray executor.", default=None)
+    capacity_slots: NonNegativeInt = _env(
+        "MLE_CAPACITY_SLOTS", "CPUs the local executor may hand out to replicas; 0 = number of CPUs.", default=0)
     # Distributed training (machine types, resources, ports, Ray) --------------------------
-    machine_types_file: Path | None = field(
+    machine_types_file: Path | None = _env(
+        "MLE_MACHINE_TYPES",
+        "YAML file of extra machine types (NAME: {cpus, memoryGb, gpus}); "
+        "default: MLE_HOME/machine_types.yaml if it exists.",
         default=None,
-        metadata={"env": "MLE_MACHINE_TYPES",
-                  "help": "YAML file of extra machine types (NAME: {cpus, memoryGb, gpus}); "
-                          "default: MLE_HOME/machine_types.yaml if it exists."},
     )
-    resource_mode: str = field(
+    resource_mode: Literal["auto", "machine", "process"] = _env(
+        "MLE_RESOURCE_MODE",
+        "What a replica holds: machine = its machine type's CPUs, memory and GPUs; "
+        "process = at most 1 CPU and no memory (replicas share one machine); auto = "
+        "process for the local executor and a Ray that mlengine starts, "
+        "machine for --ray-address.",
         default="auto",
-        metadata={"env": "MLE_RESOURCE_MODE",
-                  "help": "What a replica holds: machine = its machine type's CPUs, memory and GPUs; "
-                          "process = at most 1 CPU and no memory (replicas share one machine); auto = "
-                          "process for the local executor and a Ray that mlengine starts, "
-                          "machine for --ray-address."},
     )
-    local_gpus: int = field(
-        default=-1,
-        metadata={"env": "MLE_LOCAL_GPUS",
-                  "help": "GPUs the local executor may hand out; -1 = as many as nvidia-smi lists."},
-    )
-    port_range: str = field(
-        default="20000-32767",
-        metadata={"env": "MLE_PORT_RANGE", "help": "Ports replicas listen on for their cluster (LOW-HIGH)."},
-    )
-    ray_num_cpus: int = field(
+    local_gpus: Annotated[int, Field(ge=-1)] = _env(
+        "MLE_LOCAL_GPUS", "GPUs the local executor may hand out; -1 = as many as nvidia-smi lists.", default=-1)
+    port_range: PortRange = _env(
+        "MLE_PORT_RANGE", "Ports replicas listen on for their cluster (LOW-HIGH).", default="20000-32767")
+    ray_num_cpus: NonNegativeInt = _env(
+        "MLE_RAY_NUM_CPUS",
+        "CPUs of the local Ray that mlengine starts without --ray-address; 0 = number of CPUs.",
         default=0,
-        metadata={"env": "MLE_RAY_NUM_CPUS",
-                  "help": "CPUs of the local Ray that mlengine starts without --ray-address; 0 = number of CPUs."},
     )
-    ray_placement_strategy: str = field(
+    ray_placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = _env(
+        "MLE_RAY_PLACEMENT_STRATEGY",
+        "Ray placement group strategy for a job's replicas: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD.",
         default="PACK",
-        metadata={"env": "MLE_RAY_PLACEMENT_STRATEGY",
-                  "help": "Ray placement group strategy for a job's replicas: "
-                          "PACK | SPREAD | STRICT_PACK | STRICT_SPREAD."},
     )
-    ray_placement_timeout_seconds: float = field(
+    ray_placement_timeout_seconds: PositiveNumber = _env(
+        "MLE_RAY_PLACEMENT_TIMEOUT",
+        "Seconds a job waits for Ray to place all its replicas before it fails.",
         default=60.0,
-        metadata={"env": "MLE_RAY_PLACEMENT_TIMEOUT",
-                  "help": "Seconds a job waits for Ray to place all its replicas before it fails."},
     )
-    cancel_grace_seconds: float = field(
-        default=5.0,
-        metadata={"env": "MLE_CANCEL_GRACE_SECONDS",
-                  "help": "Seconds between SIGTERM and SIGKILL when a job is cancelled."},
-    )
-    scheduler_interval_seconds: float = field(
-        default=0.1,
-        metadata={"env": "MLE_SCHEDULER_INTERVAL",
-                  "help": "How often the scheduler looks at jobs when nothing wakes it."},
-    )
-    upload_max_bytes: int = field(
-        default=512 * 1024 * 1024,
-        metadata={"env": "MLE_UPLOAD_MAX_BYTES", "help": "Largest package the server accepts by upload."},
-    )
-    log_level: str = field(default="info", metadata={"env": "MLE_LOG_LEVEL", "help": "Server log level."})
-    tuning_bayesian: str = field(
-        default="tpe",
-        metadata={"env": "MLE_TUNING_BAYESIAN",
-                  "help": "Model behind Bayesian hyperparameter tuning: tpe | gp (gp needs torch)."},
-    )
+    cancel_grace_seconds: NonNegativeNumber = _env(
+        "MLE_CANCEL_GRACE_SECONDS", "Seconds between SIGTERM and SIGKILL when a job is cancelled.", default=5.0)
+    scheduler_interval_seconds: PositiveNumber = _env(
+        "MLE_SCHEDULER_INTERVAL", "How often the scheduler looks at jobs when nothing wakes it.", default=0.1)
+    upload_max_bytes: PositiveInt = _env(
+        "MLE_UPLOAD_MAX_BYTES", "Largest package the server accepts by upload.", default=512 * 1024 * 1024)
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = _env(
+        "MLE_LOG_LEVEL", "Server log level.", default="info")
+    tuning_bayesian: Literal["tpe", "gp"] = _env(
+        "MLE_TUNING_BAYESIAN", "Model behind Bayesian hyperparameter tuning: tpe | gp (gp needs torch).",
+        default="tpe")
     # Online prediction (models and versions) ---------------------------------------------
-    predict_max_body_bytes: int = field(
-        default=1536 * 1024,
-        metadata={"env": "MLE_PREDICT_MAX_BODY_BYTES", "help": "Largest prediction request body (413 beyond)."},
-    )
-    predict_timeout_seconds: float = field(
-        default=60.0,
-        metadata={"env": "MLE_PREDICT_TIMEOUT", "help": "Seconds a prediction may take in a replica before 504."},
-    )
-    predict_max_batch: int = field(
+    predict_max_body_bytes: PositiveInt = _env(
+        "MLE_PREDICT_MAX_BODY_BYTES", "Largest prediction request body (413 beyond).", default=1536 * 1024)
+    predict_timeout_seconds: PositiveNumber = _env(
+        "MLE_PREDICT_TIMEOUT", "Seconds a prediction may take in a replica before 504.", default=60.0)
+    predict_max_batch: PositiveInt = _env(
+        "MLE_PREDICT_MAX_BATCH", "Most instances a replica merges into one model call.", default=256)
+    predict_batch_wait_ms: NonNegativeNumber = _env(
+        "MLE_PREDICT_BATCH_WAIT_MS", "Extra milliseconds a replica under load waits to fill a batch.", default=0.0)
+    predict_queue_limit: PositiveInt = _env(
+        "MLE_PREDICT_QUEUE_LIMIT",
+        "Requests in flight per replica (and while scaling from zero) before 429.",
         default=256,
-        metadata={"env": "MLE_PREDICT_MAX_BATCH", "help": "Most instances a replica merges into one model call."},
     )
-    predict_batch_wait_ms: float = field(
-        default=0.0,
-        metadata={"env": "MLE_PREDICT_BATCH_WAIT_MS",
-                  "help": "Extra milliseconds a replica under load waits to fill a batch."},
-    )
-    predict_queue_limit: int = field(
-        default=256,
-        metadata={"env": "MLE_PREDICT_QUEUE_LIMIT",
-                  "help": "Requests in flight per replica (and while scaling from zero) before 429."},
-    )
-    serving_idle_seconds: float = field(
-        default=300.0,
-        metadata={"env": "MLE_SERVING_IDLE_SECONDS",
-                  "help": "Idle time after which a version with minNodes 0 scales to zero."},
-    )
-    serving_max_nodes: int = field(
-        default=0,
-        metadata={"env": "MLE_SERVING_MAX_NODES",
-                  "help": "Default autoScaling.maxNodes of a version; 0 = number of CPUs."},
-    )
-    serving_target_inflight: float = field(
-        default=16.0,
-        metadata={"env": "MLE_SERVING_TARGET_INFLIGHT",
-                  "help": "Requests in flight per replica the autoscaler aims for."},
-    )
-    serving_start_timeout_seconds: float = field(
-        default=180.0,
-        metadata={"env": "MLE_SERVING_START_TIMEOUT", "help": "Seconds a replica may take to load its model."},
-    )
-    serving_zygotes: str = field(
+    serving_idle_seconds: PositiveNumber = _env(
+        "MLE_SERVING_IDLE_SECONDS", "Idle time after which a version with minNodes 0 scales to zero.",
+        default=300.0)
+    serving_max_nodes: NonNegativeInt = _env(
+        "MLE_SERVING_MAX_NODES", "Default autoScaling.maxNodes of a version; 0 = number of CPUs.", default=0)
+    serving_target_inflight: PositiveNumber = _env(
+        "MLE_SERVING_TARGET_INFLIGHT", "Requests in flight per replica the autoscaler aims for.", default=16.0)
+    serving_start_timeout_seconds: PositiveNumber = _env(
+        "MLE_SERVING_START_TIMEOUT", "Seconds a replica may take to load its model.", default=180.0)
+    serving_zygotes: Literal["on", "off"] = _env(
+        "MLE_SERVING_ZYGOTES",
+        "on: fork replicas from per-framework processes that pre-import it; off: fresh interpreters.",
         default="on",
-        metadata={"env": "MLE_SERVING_ZYGOTES",
-                  "help": "on: fork replicas from per-framework processes that "
-                          "pre-import it; off: fresh interpreters."},
     )
-    model_max_files: int = field(
-        default=1000,
-        metadata={"env": "MLE_MODEL_MAX_FILES", "help": "Most files a version's deploymentUri may hold."},
-    )
-    model_max_bytes: int = field(
-        default=4 * 1024 * 1024 * 1024,
-        metadata={"env": "MLE_MODEL_MAX_BYTES", "help": "Largest total size of a version's deploymentUri."},
-    )
+    model_max_files: PositiveInt = _env(
+        "MLE_MODEL_MAX_FILES", "Most files a version's deploymentUri may hold.", default=1000)
+    model_max_bytes: PositiveInt = _env(
+        "MLE_MODEL_MAX_BYTES", "Largest total size of a version's deploymentUri.", default=4 * 1024 * 1024 * 1024)
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @field_validator("machine_types_file")
+    @classmethod
+    def _expand_machine_types(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit values (overrides) win over the environment; no .env or secrets files.
+        return init_settings, env_settings
 
     # Derived locations -------------------------------------------------------------------
     @property
@@ -230,32 +231,74 @@ class Settings:
         return self.home / "ray"
 
 
-def _coerce(value: str, annotation: Any) -> Any:
-    text = str(annotation)
-    if "int" in text and "str" not in text:
-        return int(value)
-    if "float" in text:
-        return float(value)
-    if "Path" in text:
-        return Path(value).expanduser()
-    return value
+def _env_name(field: FieldInfo) -> str:
+    alias = field.validation_alias
+    if not isinstance(alias, str):
+        raise TypeError("every setting declares its MLE_* variable as its validation_alias")
+    return alias
+
+
+_ENV_NAMES: dict[str, str] = {name: _env_name(f) for name, f in Settings.model_fields.items()}
+_FIELD_OF_ENV: dict[str, str] = {env: name for name, env in _ENV_NAMES.items()}
+
+
+def _valid_text(field: FieldInfo) -> str:
+    """What a setting accepts, from its declared type and constraints (for error messages)."""
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("valid"), str):
+        return str(extra["valid"])
+    annotation = field.annotation
+    if typing.get_origin(annotation) is Literal:
+        return "must be one of " + ", ".join(str(choice) for choice in typing.get_args(annotation))
+    if annotation in (Path, Path | None):
+        return "must be a path"
+    kind = "an integer" if annotation is int else "a number" if annotation is float else None
+    if kind is None:
+        return "must be a string"
+    bounds = []
+    for constraint in field.metadata:
+        if isinstance(constraint, annotated_types.Ge):
+            bounds.append(f">= {constraint.ge}")
+        elif isinstance(constraint, annotated_types.Gt):
+            bounds.append(f"> {constraint.gt}")
+    return f"must be {kind}" + (f" {' and '.join(bounds)}" if bounds else "")
+
+
+def _invalid_settings(err: ValidationError) -> MLEngineError:
+    """One INVALID_ARGUMENT naming every bad variable, its value and what is valid."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for error in err.errors():
+        key = str(error["loc"][0]) if error["loc"] else ""
+        name = _FIELD_OF_ENV.get(key, key)
+        if name in seen:
+            continue  # one problem per variable (a union type reports one error per member)
+        if name not in Settings.model_fields:
+            problems.append(f"{key or 'settings'}: {error['msg']}")
+            continue
+        seen.add(name)
+        problems.append(f"{_ENV_NAMES[name]}={error['input']!r} is not valid: "
+                        f"{_valid_text(Settings.model_fields[name])}")
+    return MLEngineError(Code.INVALID_ARGUMENT, "; ".join(problems))
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings from ``MLE_*`` variables, then explicit overrides (e.g. CLI flags)."""
-    values: dict[str, Any] = {}
-    for f in fields(Settings):
-        env_name = f.metadata["env"]
-        if env_name in os.environ and os.environ[env_name] != "":
-            values[f.name] = _coerce(os.environ[env_name], f.type)
-    values.setdefault("home", Path(_default_home()))
-    for key, value in overrides.items():
-        if value is not None:
-            values[key] = value
-    values["home"] = Path(values["home"]).expanduser().absolute()
-    return Settings(**values)
+    """Build settings from ``MLE_*`` variables, then explicit overrides (e.g. CLI flags).
+
+    An override of ``None`` means "not given". ``home`` is expanded and made absolute
+    (default ``~/.mlengine``). A bad value raises :class:`MLEngineError` (INVALID_ARGUMENT)
+    naming the variable, the value and what is valid.
+    """
+    unknown = sorted(set(overrides) - set(_ENV_NAMES))
+    if unknown:
+        raise TypeError(f"load_settings() got unknown settings: {', '.join(unknown)}")
+    values = {_ENV_NAMES[key]: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**values)
+    except ValidationError as err:
+        raise _invalid_settings(err) from None
 
 
 def settings_table() -> list[tuple[str, str]]:
     """(variable, help) for every setting, for docs and ``mle --help``."""
-    return [(f.metadata["env"], f.metadata["help"]) for f in fields(Settings)]
+    return [(_ENV_NAMES[name], field.description or "") for name, field in Settings.model_fields.items()]

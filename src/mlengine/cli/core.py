@@ -30,6 +30,12 @@ class CommandError(click.ClickException):
         click.echo(f"ERROR: ({self.command}) {self.message}", err=True)
 
 
+class SettingsError(CommandError):
+    """A bad ``MLE_*`` value: a usage error (exit 2), like a bad flag."""
+
+    exit_code = 2
+
+
 def dotted(ctx: click.Context) -> str:
     """``mle jobs submit training`` -> ``mle.jobs.submit.training``."""
     return ".".join(ctx.command_path.split())
@@ -71,8 +77,8 @@ def settings() -> Settings:
     if cached is None:
         try:
             cached = load_settings()
-        except (TypeError, ValueError) as err:
-            raise fail(f"Invalid MLE_* environment variable: {err}") from None
+        except MLEngineError as err:
+            raise SettingsError(dotted(ctx), err.message) from None
         ctx.meta["mle.settings"] = cached
     return cached
 
