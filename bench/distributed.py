@@ -114,7 +114,7 @@ def overhead_mlengine(server: ServerProcess, package: Path, runs: int) -> dict[s
 
 
 def overhead_ray_jobs(runs: int, root: Path) -> dict[str, list[float]]:
-    from mlengine.training.executors.ray_cluster import ensure_token, security_env, start_node, stop_node
+    from mlengine.jobs.executors.ray_cluster import ensure_token, security_env, start_node, stop_node
 
     token = ensure_token(root / "token")
     port = 28265
@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mle-bench-"))
-    from mlengine.training.packaging import build_sdist
+    from mlengine.core.packaging import build_sdist
 
     ddp_package = build_sdist(REPO / "tests" / "e2e" / "disttrainer" / "disttrainer", work / "dist")
     write_trainer(work / "trivial", TRIVIAL)

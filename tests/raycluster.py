@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from mlengine.errors import MLEngineError
-from mlengine.training.executors.ray_cluster import (
+from mlengine.jobs.executors.ray_cluster import (
     RayNode,
     ensure_token,
     security_env,

@@ -79,7 +79,7 @@ def test_values_are_typed(monkeypatch: pytest.MonkeyPatch, clean_env: Path) -> N
     monkeypatch.setenv("MLE_CAPACITY_SLOTS", "4")
     monkeypatch.setenv("MLE_PREDICT_TIMEOUT", "2.5")
     monkeypatch.setenv("MLE_MACHINE_TYPES", "~/types.yaml")
-    monkeypatch.setenv("MLE_PORT_RANGE", "1-1")
+    monkeypatch.setenv("MLE_PORT_RANGE", "1024-1025")
     monkeypatch.setenv("MLE_LOCAL_GPUS", "-1")
     monkeypatch.setenv("MLE_PREDICT_BATCH_WAIT_MS", "0")
     monkeypatch.setenv("MLE_EXECUTOR", "ray")
@@ -88,7 +88,7 @@ def test_values_are_typed(monkeypatch: pytest.MonkeyPatch, clean_env: Path) -> N
     assert s.capacity_slots == 4 and isinstance(s.capacity_slots, int)
     assert s.predict_timeout_seconds == 2.5
     assert s.machine_types_file == clean_env / "types.yaml" and s.machine_types_path == s.machine_types_file
-    assert (s.port_range, s.local_gpus, s.predict_batch_wait_ms, s.executor) == ("1-1", -1, 0.0, "ray")
+    assert (s.port_range, s.local_gpus, s.predict_batch_wait_ms, s.executor) == ("1024-1025", -1, 0.0, "ray")
     assert s.resolved_database_url == "postgresql://db/x"
 
 
@@ -170,7 +170,7 @@ def test_choice_settings_name_their_values(name: str, value: str, valid: str) ->
     assert invalid(**{name: value}).message == f"{name}={value!r} is not valid: {valid}"
 
 
-PORT_RANGE_VALID = "must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535"
+PORT_RANGE_VALID = "must be LOW-HIGH with 1024 <= LOW < HIGH <= 65535"
 NUMBERS = [
     ("MLE_CAPACITY_SLOTS", "-3", "must be an integer >= 0"),
     ("MLE_CAPACITY_SLOTS", "abc", "must be an integer >= 0"),
@@ -210,7 +210,7 @@ def test_numeric_settings_are_bounded(name: str, value: str, valid: str) -> None
 def test_boundary_values_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in [("MLE_CAPACITY_SLOTS", "0"), ("MLE_LOCAL_GPUS", "-1"), ("MLE_SERVING_MAX_NODES", "0"),
                         ("MLE_CANCEL_GRACE_SECONDS", "0"), ("MLE_PREDICT_BATCH_WAIT_MS", "0"),
-                        ("MLE_PORT_RANGE", "65535-65535"), ("MLE_PREDICT_MAX_BATCH", "1")]:
+                        ("MLE_PORT_RANGE", "65534-65535"), ("MLE_PREDICT_MAX_BATCH", "1")]:
         monkeypatch.setenv(name, value)
     load_settings()
 

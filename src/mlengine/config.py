@@ -21,20 +21,24 @@ from typing import Annotated, Any, Literal
 import annotated_types
 from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mlengine.errors import Code, MLEngineError
 
 DEFAULT_HOME = "~/.mlengine"
 
-_PORT_RANGE_VALID = "must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535, e.g. 20000-32767"
+_PORT_RANGE_VALID = "must be LOW-HIGH with 1024 <= LOW < HIGH <= 65535, e.g. 20000-32767"
 
 
 def _check_port_range(text: str) -> str:
     match = re.fullmatch(r"(\d{1,5})-(\d{1,5})", text)
-    if match is None or not 1 <= int(match[1]) <= int(match[2]) <= 65535:
+    if match is None or not 1024 <= int(match[1]) < int(match[2]) <= 65535:
         raise ValueError(_PORT_RANGE_VALID)
     return text
+
+
+_JOB_KINDS_VALID = "must be comma-separated package.module:Class paths"
+_KIND_PATH_RE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 
 
 # Constrained types; what each accepts is spelled out in error messages by _valid_text.
@@ -76,6 +80,10 @@ class Settings(BaseSettings):
     )
     executor: Literal["local", "ray"] = _env("MLE_EXECUTOR", "Where replicas run: local | ray.", default="local")
     ray_address: str | None = _env("MLE_RAY_ADDRESS", "Ray cluster address for the ray executor.", default=None)
+    job_kinds: Annotated[tuple[str, ...], NoDecode] = _env(
+        "MLE_JOB_KINDS", "Extra job kinds the server loads, comma-separated package.module:Class paths "
+        "(each a mlengine.jobs.kinds.JobKind taking a KindContext).", default=(),
+        json_schema_extra={"valid": _JOB_KINDS_VALID})
     capacity_slots: NonNegativeInt = _env(
         "MLE_CAPACITY_SLOTS", "CPUs the local executor may hand out to replicas; 0 = number of CPUs.", default=0)
     # Distributed training (machine types, resources, ports, Ray) --------------------------
@@ -160,6 +168,16 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @field_validator("job_kinds", mode="before")
+    @classmethod
+    def _split_kinds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        for entry in value:
+            if not isinstance(entry, str) or not _KIND_PATH_RE.fullmatch(entry):
+                raise ValueError(_JOB_KINDS_VALID)
+        return value
 
     @field_validator("machine_types_file")
     @classmethod

@@ -123,7 +123,7 @@ def _kill_leftovers(home: Path) -> None:
             cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if str(home) in cmdline and "mlengine.training.executors.supervisor" in cmdline:
+        if str(home) in cmdline and "mlengine.jobs.executors.supervisor" in cmdline:
             with contextlib.suppress(OSError):
                 os.killpg(int(proc.name), signal.SIGKILL)
 
@@ -147,7 +147,7 @@ def write_trainer(root: Path, task_code: str, name: str = "trainer", requires: l
 
 
 def build_package(root: Path, name: str = "trainer") -> Path:
-    from mlengine.training.packaging import build_sdist
+    from mlengine.core.packaging import build_sdist
 
     return build_sdist(root / name, root / "dist")
 

@@ -31,7 +31,7 @@ class Backend:
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mlengine.training.packaging import build_sdist
+    from mlengine.core.packaging import build_sdist
 
     return build_sdist(REPO / "tests" / "e2e" / "disttrainer" / "disttrainer",
                        tmp_path_factory.mktemp("dist"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from tests.e2e.helpers import MLE, _kill_leftovers, short_home
 
-from mlengine.training.executors.ray_cluster import session_members, stop_node
+from mlengine.jobs.executors.ray_cluster import session_members, stop_node
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

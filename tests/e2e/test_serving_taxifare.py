@@ -28,7 +28,7 @@ def server() -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def exported(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The SavedModel a (tiny) taxifare training job exported."""
-    from mlengine.training.packaging import build_sdist
+    from mlengine.core.packaging import build_sdist
 
     work = tmp_path_factory.mktemp("taxifare")
     package = build_sdist(SAMPLE / "trainer", work / "dist")

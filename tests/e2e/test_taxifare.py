@@ -69,7 +69,7 @@ def test_submit_with_googleapiclient(server: ServerProcess, tmp_path: Path) -> N
     from google.oauth2.credentials import Credentials
     from googleapiclient import discovery
 
-    from mlengine.training.packaging import build_sdist
+    from mlengine.core.packaging import build_sdist
 
     package = build_sdist(SAMPLE / "trainer", tmp_path / "dist")
     job_dir = tmp_path / "gapi-job"

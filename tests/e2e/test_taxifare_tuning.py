@@ -63,7 +63,7 @@ def test_taxifare_tuning_through_cli_and_googleapiclient(server: ServerProcess, 
     from google.oauth2.credentials import Credentials
     from googleapiclient import discovery
 
-    from mlengine.training.packaging import build_sdist
+    from mlengine.core.packaging import build_sdist
 
     package = build_sdist(SAMPLE / "trainer", tmp_path / "dist")
     gapi_dir = tmp_path / "gapi"

@@ -26,7 +26,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path):
 
 
 def make_job(repo: JobRepository, job_id: str, state: str = "QUEUED", project: str = "p"):
-    return repo.create(project, job_id, state=state, training_input={"pythonModule": "m"},
+    return repo.create(project, job_id, kind="training", state=state, input={"pythonModule": "m"},
                        labels={"team": "ml"})
 
 
@@ -41,7 +41,7 @@ def test_create_get_roundtrip(db) -> None:
     row = make_job(repo, "job_1")
     got = repo.get("p", "job_1")
     assert got.id == row.id
-    assert got.training_input == {"pythonModule": "m"}
+    assert got.input == {"pythonModule": "m"}
     assert got.labels == {"team": "ml"}
     assert got.create_time.tzinfo is not None or got.create_time is not None
 
@@ -72,7 +72,7 @@ def test_update_bumps_etag_and_persists(db) -> None:
 
     def relabel(r) -> None:
         r.labels = {"a": "b"}
-        r.internal = {**r.internal, "labelsVersion": 1}
+        r.labels_version = 1
 
     updated = repo.update(row.id, relabel)
     assert etag_of(updated) != before
@@ -117,18 +117,18 @@ def test_replicas(db) -> None:
 def test_concurrent_updates_are_serialized(db) -> None:
     repo = JobRepository(db)
     job = make_job(repo, "counter")
-    repo.update(job.id, lambda r: setattr(r, "internal", {"n": 0}))
+    repo.update(job.id, lambda r: setattr(r, "kind_state", {"n": 0}))
 
     def bump() -> None:
         for _ in range(10):
-            repo.update(job.id, lambda r: setattr(r, "internal", {"n": r.internal["n"] + 1}))
+            repo.update(job.id, lambda r: setattr(r, "kind_state", {"n": r.kind_state["n"] + 1}))
 
     threads = [threading.Thread(target=bump) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert repo.get("p", "counter").internal["n"] == 40
+    assert repo.get("p", "counter").kind_state["n"] == 40
 
 
 def test_tokens(db) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from mlengine.errors import Code, MLEngineError
-from mlengine.training.environments import EnvironmentCache, PreparedEnvironment
-from mlengine.training.packaging import build_sdist
+from mlengine.core.environments import EnvironmentCache, PreparedEnvironment
+from mlengine.core.packaging import build_sdist
 
 
 def make_sdist(tmp: Path, name: str, requires: list[str], body: str = "") -> Path:
@@ -179,7 +179,7 @@ def test_concurrent_prepares_build_once(tmp_path: Path) -> None:
 
     script = (
         "import sys; from pathlib import Path\n"
-        "from mlengine.training.environments import EnvironmentCache\n"
+        "from mlengine.core.environments import EnvironmentCache\n"
         "env = EnvironmentCache(Path(sys.argv[1])).prepare([Path(sys.argv[2])])\n"
         "print(env.key, env.cached)\n"
     )

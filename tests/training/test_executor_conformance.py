@@ -20,9 +20,9 @@ import pytest
 from tests.raycluster import TestRay, start_cluster, use_in_this_process
 
 from mlengine.config import load_settings
-from mlengine.training.executors._base import Executor, Placement, ReplicaLaunch, ReplicaRequest
-from mlengine.training.machines import Resources
-from mlengine.training.ports import parse_range
+from mlengine.jobs.executors._base import Executor, Placement, ReplicaLaunch, ReplicaRequest
+from mlengine.jobs.resources import Resources
+from mlengine.jobs.ports import parse_range
 
 pytestmark = pytest.mark.slow
 
@@ -46,13 +46,13 @@ def backend(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any]]:
     home = Path(tempfile.mkdtemp(prefix="mle-"))
     if request.param == "local":
         settings = load_settings(home=home, executor="local")
-        from mlengine.training.executors.local import LocalExecutor
+        from mlengine.jobs.executors.local import LocalExecutor
 
         yield "local", (lambda: LocalExecutor(settings))
         return
     cluster = request.getfixturevalue("ray_cluster")
     settings = load_settings(home=home, executor="ray", ray_address=cluster.address)
-    from mlengine.training.executors.ray import RayExecutor
+    from mlengine.jobs.executors.ray import RayExecutor
 
     yield "ray", (lambda: RayExecutor(settings))
 

@@ -8,9 +8,19 @@ from typing import Any
 import pytest
 
 from mlengine.errors import MLEngineError
-from mlengine.training.capacity import Capacity, assess, held_by, replica_demands
+from mlengine.jobs import capacity
+from mlengine.jobs.capacity import Capacity, held, held_by
+from mlengine.jobs.ports import parse_range, reserve_ports
+from mlengine.training.kind import replica_requests
 from mlengine.training.machines import BUILTIN, Resources, machine_table
-from mlengine.training.ports import parse_range, reserve_ports
+
+
+def replica_demands(training_input: dict[str, Any], mode: str, table: Any) -> list[tuple[str, Resources]]:
+    return [(r.task_name, held(r.resources, mode)) for r in replica_requests(training_input, table)]
+
+
+def assess(training_input: dict[str, Any], mode: str, cap: Capacity) -> capacity.Assessment:
+    return capacity.assess(replica_requests(training_input, machine_table()), mode, cap)
 
 
 def ti(**fields: Any) -> dict[str, Any]:
@@ -109,8 +119,8 @@ def test_fits_now_later_never() -> None:
     assert verdict.never and "1 GPUs (has 0)" in verdict.never
 
 
-def test_held_by_understands_old_records() -> None:
-    assert held_by({"slots": 3}) == Resources(3, 0, 0)
+def test_held_by_reads_the_scheduling_record() -> None:
+    assert held_by({}) == Resources(0, 0, 0)
     assert held_by({"demand": {"cpus": 1.5, "memoryGb": 2, "gpus": 1}}) == Resources(1.5, 2, 1)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlengine.errors import Code, MLEngineError
-from mlengine.training.packaging import (
+from mlengine.core.packaging import (
     build_sdist,
     dist_name,
     needs_build_isolation,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mlengine.errors import Code, MLEngineError
-from mlengine.training.jobspec import validate_job
+from mlengine.training.jobspec import validate_training_input
 from mlengine.tuning.spec import DEFAULT_METRIC_TAG, parse_hyperparameters
 
 F = "trainingInput.hyperparameters"
@@ -121,12 +121,11 @@ def test_grid_search_needs_discrete_types_and_a_bounded_grid() -> None:
 
 
 def test_job_validation_accepts_and_refuses_hyperparameters() -> None:
-    body = {"jobId": "j", "trainingInput": {"packageUris": ["/p.tar.gz"], "pythonModule": "trainer.task",
-                                            "hyperparameters": VALID}}
-    assert validate_job(body).training_input["hyperparameters"] == VALID
-    body["trainingInput"]["hyperparameters"] = with_change("params.1.maxValue", 0)
+    ti = {"packageUris": ["/p.tar.gz"], "pythonModule": "trainer.task", "hyperparameters": VALID}
+    assert validate_training_input(ti).training_input["hyperparameters"] == VALID
+    ti["hyperparameters"] = with_change("params.1.maxValue", 0)
     with pytest.raises(MLEngineError, match=rf"Field: {F}.params\[1\].maxValue"):
-        validate_job(body)
+        parse_hyperparameters(validate_training_input(ti).training_input["hyperparameters"])
 
 
 def test_distributions_and_trial_values() -> None:

@@ -30,7 +30,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def test_studies_share_the_database_and_survive_a_restart(url: str) -> None:
     db = open_database(url)
     repo = JobRepository(db)
-    job = repo.create("p", "tune", state="QUEUED", training_input={}, labels={}, internal={"tuning": True})
+    job = repo.create("p", "tune", kind="tuning", state="QUEUED", input={}, labels={})
     store = StudyStore(db)
     study = store.open(job, SPEC)
     with store.locked():
@@ -43,12 +43,12 @@ def test_studies_share_the_database_and_survive_a_restart(url: str) -> None:
     db = open_database(url)  # migrations run again next to Optuna's tables
     tables = set(inspect(db.engine).get_table_names())
     assert {"jobs", "studies", "trials", VERSION_TABLE, "alembic_version"} <= tables
-    job = JobRepository(db).update(job.id, lambda r: setattr(r, "internal", {**r.internal, "studyReady": True}))
+    job = JobRepository(db).update(job.id, lambda r: setattr(r, "kind_state", {**r.kind_state, "studyReady": True}))
     store = StudyStore(db)
     again = store.open(job, SPEC)
     assert [(t.number, t.value, t.intermediate_values) for t in again.trials] == [(0, 0.25, {1: 0.5, 2: 0.25})]
     # a resumed job's study starts with the finished trials of the previous one
-    nxt = JobRepository(db).create("p", "tune2", state="QUEUED", training_input={}, labels={})
+    nxt = JobRepository(db).create("p", "tune2", kind="tuning", state="QUEUED", input={}, labels={})
     resumed = store.open(nxt, SPEC, previous=study_name(job))
     assert [t.value for t in resumed.trials] == [0.25]
     with store.locked():

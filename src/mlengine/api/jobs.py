@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from mlengine.api.body import read_json
-from mlengine.training.service import JobService
+from mlengine.jobs.service import JobService
 
 router = APIRouter()
 

@@ -52,36 +52,52 @@ def ensure_admin_token(settings: Settings, repo: Any) -> None:
     write_private(path, secret + "\n")
 
 
+def build_kinds(settings: Settings, context: Any, env_cache: Any) -> Any:
+    """The built-in job kinds, then ``MLE_JOB_KINDS`` (first match wins: tuning before training)."""
+    from mlengine.jobs.kinds import KindRegistry, load_kind
+    from mlengine.training.kind import TrainingKind
+    from mlengine.tuning.kind import TrialKind, TuningKind
+
+    training = TrainingKind(context, env_cache)
+    registry = KindRegistry([TuningKind(context, training), training, TrialKind(context, env_cache)])
+    for path in settings.job_kinds:
+        registry.register(load_kind(path, context))
+    return registry
+
+
 def build_components(settings: Settings) -> dict[str, Any]:
+    from mlengine.core.environments import EnvironmentCache
+    from mlengine.jobs.executors import create_executor
+    from mlengine.jobs.kinds import KindContext
+    from mlengine.jobs.scheduler import Scheduler
+    from mlengine.jobs.service import JobService
     from mlengine.store.database import open_database
     from mlengine.store.jobs import JobRepository
     from mlengine.store.tokens import TokenRepository
-    from mlengine.training.environments import EnvironmentCache
-    from mlengine.training.executors import create_executor
-    from mlengine.training.scheduler import Scheduler
-    from mlengine.training.service import JobService
-    from mlengine.tuning.tuner import Tuner
 
     db = open_database(settings.resolved_database_url)
     token_repo = TokenRepository(db)
     ensure_admin_token(settings, token_repo)
     job_repo = JobRepository(db)
     executor = create_executor(settings)
-    scheduler = Scheduler(settings, job_repo, executor, EnvironmentCache(settings.envs_dir))
-    scheduler.hooks.append(Tuner(settings, job_repo, db, scheduler.wake))
-    service = JobService(settings, job_repo, scheduler.wake)
+    wake_target: list[Any] = []
+    context = KindContext(settings, job_repo, db, lambda: wake_target[0]())
+    kinds = build_kinds(settings, context, EnvironmentCache(settings.envs_dir))
+    scheduler = Scheduler(settings, job_repo, executor, kinds)
+    wake_target.append(scheduler.wake)
+    service = JobService(settings, job_repo, kinds, scheduler.wake)
     parts = {"db": db, "token_repo": token_repo, "job_repo": job_repo, "executor": executor,
-             "scheduler": scheduler, "job_service": service}
+             "scheduler": scheduler, "job_service": service, "kinds": kinds}
     parts.update(build_serving(settings, db))
     return parts
 
 
 def build_serving(settings: Settings, db: Any) -> dict[str, Any]:
     """Models, versions and online prediction: the service behind the API and the manager."""
+    from mlengine.core.environments import EnvironmentCache
     from mlengine.prediction.manager import ServingManager
     from mlengine.prediction.service import ModelService
     from mlengine.store.serving import ServingRepository
-    from mlengine.training.environments import EnvironmentCache
 
     repo = ServingRepository(db)
     manager = ServingManager(settings, repo, EnvironmentCache(settings.envs_dir))

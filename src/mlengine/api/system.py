@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 import mlengine
 from mlengine.api.auth import ROLES
 from mlengine.api.body import limited_chunks, read_json
+from mlengine.core.timeutil import rfc3339
 from mlengine.errors import Code, MLEngineError, invalid
-from mlengine.store.timeutil import rfc3339
 
 router = APIRouter()
 PACKAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.(tar\.gz|tgz|zip|whl)$")
@@ -82,7 +82,7 @@ async def delete_token(name: str, request: Request) -> dict[str, Any]:
 @router.post("/v1/projects/{project}/packages:upload")
 async def upload_package(project: str, request: Request, filename: str = "") -> dict[str, Any]:
     """Store a package sent by a client whose files the server cannot see; returns its URI."""
-    from mlengine.training.packaging import validate_package_archive
+    from mlengine.core.packaging import validate_package_archive
 
     if not PACKAGE_NAME_RE.match(filename or ""):
         raise invalid("filename", f"{filename!r} must be a package file name ending in .tar.gz, .zip or .whl")

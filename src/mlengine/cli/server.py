@@ -245,7 +245,7 @@ def stop(with_ray: bool) -> None:
         _stop_server(cfg)
     finally:
         if with_ray:
-            from mlengine.training.executors.ray_cluster import stop_local_ray
+            from mlengine.jobs.executors.ray_cluster import stop_local_ray
 
             stopped = stop_local_ray(cfg.ray_dir)
             output.status("Stopped the local Ray cluster." if stopped else "No local Ray cluster was running.")

@@ -22,9 +22,9 @@ from mlengine.cli.core import (
 )
 from mlengine.cli.streaming import require_success
 from mlengine.cli.streaming import stream_logs as follow_logs
+from mlengine.core.names import JOB_ID_RE, validate_labels
 from mlengine.errors import Code, MLEngineError
 from mlengine.training.cluster import SCALE_TIERS, UNSUPPORTED_TIERS, replica_counts
-from mlengine.training.jobspec import JOB_ID_RE, validate_labels
 
 MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 TIERS = sorted({*SCALE_TIERS, *UNSUPPORTED_TIERS})
@@ -231,7 +231,7 @@ def training(
     with tempfile.TemporaryDirectory(prefix="mle-submit-") as tmp:
         files: list[tuple[str, Path | None]] = []
         if package_path:
-            from mlengine.training.packaging import build_sdist
+            from mlengine.core.packaging import build_sdist
 
             with output.spinner("Building package..."):
                 built = build_sdist(Path(package_path).absolute(), Path(tmp), log=None)
@@ -301,7 +301,7 @@ def stage_all(
 ) -> list[str]:
     """Package URIs for the job: remote URIs unchanged, local files staged or uploaded."""
     from mlengine.client.staging import PackageStager
-    from mlengine.training.packaging import validate_package_archive
+    from mlengine.core.packaging import validate_package_archive
 
     stager = PackageStager(c, project, job, staging_bucket=staging_bucket, job_dir=job_dir,
                            log=output.status, server_info=server_info)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlengine.errors import Code, MLEngineError
-from mlengine.training.states import TERMINAL
+from mlengine.jobs.lifecycle import TERMINAL
 
 LOG_PAGE_SIZE = 1000
 

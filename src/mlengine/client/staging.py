@@ -69,7 +69,7 @@ class PackageStager:
 
     def stage(self, file: Path) -> str:
         """Put ``file`` where the server can read it; return its URI."""
-        from mlengine.training.packaging import sha256_file
+        from mlengine.core.packaging import sha256_file
 
         if not file.is_file():
             raise MLEngineError(Code.INVALID_ARGUMENT, f"Package file {file} does not exist.")

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from mlengine.config import Settings
+from mlengine.core.processes import proc_start_ticks
 from mlengine.prediction.frameworks._base import CUSTOM, ONNX, PYTORCH, SCIKIT_LEARN, TENSORFLOW, XGBOOST
 from mlengine.prediction.replica import ReplicaConfig
-from mlengine.training.executors.local import _proc_start_ticks
 
 log = logging.getLogger("mlengine.serving")
 
@@ -65,7 +65,7 @@ class ReplicaProcess:
     def alive(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
-        info = _proc_start_ticks(self.pid)
+        info = proc_start_ticks(self.pid)
         if info is None or info[1] in ("Z", "X"):
             return False
         return self.start_ticks is None or info[0] == self.start_ticks
@@ -188,7 +188,7 @@ class Launcher:
                     answer = {"error": str(err)}
                 if "pid" in answer:
                     pid = int(answer["pid"])
-                    ticks = _proc_start_ticks(pid)
+                    ticks = proc_start_ticks(pid)
                     return ReplicaProcess(pid, socket_path, str(log_path), ticks[0] if ticks else None)
                 log.info("zygote %s declined (%s); starting a fresh interpreter", kind, answer)
         return self._spawn(config, socket_path, log_path, config_path)
@@ -206,7 +206,7 @@ class Launcher:
                  "--socket", socket_path],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True, close_fds=True,
             )
-        ticks = _proc_start_ticks(popen.pid)
+        ticks = proc_start_ticks(popen.pid)
         return ReplicaProcess(popen.pid, socket_path, str(log_path), ticks[0] if ticks else None, popen, "spawn")
 
     def close(self) -> None:

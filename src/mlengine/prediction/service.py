@@ -15,12 +15,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlengine.config import Settings
+from mlengine.core.timeutil import utcnow
 from mlengine.errors import failed_precondition, invalid
 from mlengine.prediction import specs
 from mlengine.store.filters import compile_filter
 from mlengine.store.serving import ModelRow, OperationRow, ServingRepository, VersionRow
 from mlengine.store.serving import etag as etag_of
-from mlengine.store.timeutil import utcnow
 
 Counts = Callable[[str, str, str], "Mapping[str, int] | None"]
 VERSION_TYPE = "type.googleapis.com/google.cloud.ml.v1.Version"
@@ -170,7 +170,7 @@ class ModelService:
         model = self.repo.get_model(project, model_name)
         row = self.repo.get_version(model, name)
         _check_etag(body, row.id, row.version, "version")
-        from mlengine.training.jobspec import validate_labels
+        from mlengine.core.names import validate_labels
 
         def change(version: VersionRow) -> None:
             spec = dict(version.spec)

@@ -12,13 +12,12 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from mlengine.core.names import short_name, validate_labels
+from mlengine.core.timeutil import rfc3339
 from mlengine.errors import invalid
 from mlengine.prediction.frameworks._base import FRAMEWORKS
 from mlengine.store.serving import ModelRow, OperationRow, VersionRow, etag
-from mlengine.store.timeutil import rfc3339
-from mlengine.training.jobspec import validate_labels
 
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
 PREDICTION_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 MODEL_OUTPUT = frozenset({"etag", "defaultVersion"})
 MODEL_INPUT = frozenset({"name", "description", "labels", "regions", "onlinePredictionLogging",
@@ -40,17 +39,6 @@ def _check_fields(body: Mapping[str, Any], allowed: frozenset[str], output: froz
             raise invalid(key, f"custom containers are not supported by mlengine ({what}.{key})")
         if key not in allowed and key not in output:
             raise invalid(key, f"unknown field of {what}")
-
-
-def short_name(value: Any, field: str, kind: str) -> str:
-    """A model or version name; a full resource name is accepted and reduced to its last part."""
-    if not isinstance(value, str) or not value:
-        raise invalid(field, f"the {kind} name is required")
-    name = value.rsplit("/", 1)[-1]
-    if not NAME_RE.match(name):
-        raise invalid(field, f"{kind} name {name!r} must start with a letter and hold at most 128 letters, "
-                      "digits or underscores")
-    return name
 
 
 def _string(body: Mapping[str, Any], key: str, field: str | None = None) -> str | None:

@@ -15,18 +15,17 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from mlengine.core.timeutil import utcnow
 from mlengine.errors import not_found
 from mlengine.store import paging
 from mlengine.store.database import Database
 from mlengine.store.models import JobRow, ReplicaRow
-from mlengine.store.timeutil import utcnow
 
 
 def etag_of(row: JobRow) -> str:
     """Guards what users can change (labels): the scheduler moving a job along must not
     invalidate a client's read-modify-write of its labels."""
-    labels_version = (row.internal or {}).get("labelsVersion", 0)
-    digest = hashlib.sha256(f"{row.id}:{labels_version}".encode()).digest()[:8]
+    digest = hashlib.sha256(f"{row.id}:{row.labels_version or 0}".encode()).digest()[:8]
     return base64.b64encode(digest).decode()
 
 
@@ -40,22 +39,29 @@ class JobRepository:
         project: str,
         job_id: str,
         *,
+        kind: str,
         state: str,
-        training_input: dict[str, Any],
+        input: dict[str, Any],
         labels: dict[str, str],
-        internal: dict[str, Any] | None = None,
-        training_output: dict[str, Any] | None = None,
+        scheduling: dict[str, Any] | None = None,
+        kind_state: dict[str, Any] | None = None,
+        output: dict[str, Any] | None = None,
+        parent_pk: int | None = None,
     ) -> JobRow:
         row = JobRow(
             project=project,
             job_id=job_id,
+            kind=kind,
+            parent_pk=parent_pk,
             state=state,
             create_time=utcnow(),
             error_message="",
-            training_input=training_input,
-            training_output=training_output or {},
+            input=input,
+            output=output or {},
             labels=labels,
-            internal=internal or {},
+            labels_version=0,
+            scheduling=scheduling or {},
+            kind_state=kind_state or {},
             version=1,
         )
         self.db.add_new(row, f"Job projects/{project}/jobs/{job_id}")
@@ -86,6 +92,22 @@ class JobRepository:
                 raise not_found(f"Job #{pk}")
             change(row)
             # JSON columns are replaced, never mutated in place, so SQLAlchemy sees the change.
+            row.version = row.version + 1
+        return row
+
+    def compare_and_set(self, pk: int, change: Callable[[JobRow], bool]) -> JobRow | None:
+        """Like :meth:`update`, but ``change`` decides: it returns False to leave the row as
+        it is (the state it expected is gone), and then the transaction writes nothing and
+        ``None`` is returned."""
+        with self.db.session() as s:
+            stmt = select(JobRow).where(JobRow.id == pk)
+            if not self.db.is_sqlite:
+                stmt = stmt.with_for_update()
+            row = s.scalar(stmt)
+            if row is None:
+                raise not_found(f"Job #{pk}")
+            if not change(row):
+                return None  # nothing was changed: the commit writes nothing
             row.version = row.version + 1
         return row
 
@@ -121,13 +143,9 @@ class JobRepository:
         return result, None
 
     def children(self, parent: JobRow) -> list[JobRow]:
-        """The trials of tuning job ``parent`` (ids ``<parent>/trials/<n>``), oldest first."""
-        prefix = f"{parent.job_id}/trials/"
+        """The jobs ``parent`` made (the trials of a tuning job), oldest first."""
         with self.db.session() as s:
-            rows = s.scalars(select(JobRow).where(
-                JobRow.project == parent.project, JobRow.job_id.startswith(prefix, autoescape=True)
-            ).order_by(JobRow.id))
-            return [r for r in rows if (r.internal or {}).get("parentJobPk") == parent.id]
+            return list(s.scalars(select(JobRow).where(JobRow.parent_pk == parent.id).order_by(JobRow.id)))
 
     def in_states(self, states: Iterable[str]) -> list[JobRow]:
         with self.db.session() as s:

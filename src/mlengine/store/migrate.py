@@ -45,7 +45,7 @@ def _adopt_legacy_version(engine: Engine, cfg: Config) -> None:
         conn.execute(text(f"DROP TABLE {LEGACY_VERSION_TABLE}"))
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "heads") -> None:
     cfg = alembic_config(engine)
     _adopt_legacy_version(engine, cfg)
     command.upgrade(cfg, revision)

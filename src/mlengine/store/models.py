@@ -14,10 +14,14 @@ class Base(DeclarativeBase):
 
 
 class JobRow(Base):
-    """A training (or tuning) job. ``internal`` holds scheduler state users never see.
+    """A job of any kind (training, tuning, a tuning trial, ...; ``kind`` names its
+    :class:`~mlengine.jobs.kinds.JobKind`).
 
-    Trials of a tuning job are jobs too, with ids ``<parent jobId>/trials/<trialId>`` (a
-    ``/`` no user id may hold, hence the 255 characters) and ``internal["parentJobPk"]``.
+    ``input``/``output`` are the kind's API fields (``trainingInput``/``trainingOutput``...).
+    ``scheduling`` is the scheduler's private record (:class:`mlengine.jobs.scheduling.SchedulingState`,
+    written only by :mod:`mlengine.jobs`); ``kind_state`` is the kind's own, written only by it.
+    Trials of a tuning job have ids ``<parent jobId>/trials/<trialId>`` (a ``/`` no user id may
+    hold, hence the 255 characters) and ``parent_pk``.
     """
 
     __tablename__ = "jobs"
@@ -26,15 +30,19 @@ class JobRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     project: Mapped[str] = mapped_column(String(128), index=True)
     job_id: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32), default="training")
+    parent_pk: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
     create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     start_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     end_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error_message: Mapped[str] = mapped_column(Text, default="")
-    training_input: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    training_output: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    input: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    output: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    internal: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    labels_version: Mapped[int] = mapped_column(Integer, default=0)
+    scheduling: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    kind_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
 

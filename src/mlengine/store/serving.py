@@ -18,11 +18,11 @@ from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Tex
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mlengine.core.timeutil import utcnow
 from mlengine.errors import already_exists, not_found
 from mlengine.store import paging
 from mlengine.store.database import Database
 from mlengine.store.models import Base
-from mlengine.store.timeutil import utcnow
 
 
 class ModelRow(Base):

@@ -8,10 +8,10 @@ import secrets
 
 from sqlalchemy import select
 
+from mlengine.core.timeutil import utcnow
 from mlengine.errors import invalid, not_found
 from mlengine.store.database import Database
 from mlengine.store.models import TokenRow
-from mlengine.store.timeutil import utcnow
 
 TOKEN_PREFIX = "mle_"
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mlengine.errors import invalid
+from mlengine.jobs.executors import ReplicaSpec
 
 #: Replica counts of the predefined scale tiers (master, workers, parameter servers).
 SCALE_TIERS: dict[str, tuple[int, int, int]] = {
@@ -27,26 +27,6 @@ UNSUPPORTED_TIERS = {"BASIC_TPU": "TPUs are not available on mlengine"}
 
 #: Order in which task types appear; the first replica of the first type is the chief.
 TASK_ORDER = ("master", "chief", "worker", "ps", "evaluator")
-
-
-@dataclass(frozen=True)
-class ReplicaSpec:
-    """One process of a job: its task type (``master``/``chief``/``worker``/``ps``/``evaluator``)
-    and index, and the address it listens on for the cluster."""
-
-    task_type: str
-    index: int
-    host: str
-    port: int
-
-    @property
-    def task_name(self) -> str:
-        """The name logs and ``--task-name`` use, as AI Platform: ``master-replica-0``."""
-        return f"{self.task_type}-replica-{self.index}"
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 def _count(training_input: Mapping[str, Any], key: str) -> int:

@@ -1,4 +1,4 @@
-"""Validation of a Job body as ``projects.jobs.create`` receives it.
+"""Validation of a training job's ``trainingInput`` as ``projects.jobs.create`` receives it.
 
 Everything a job needs is checked here, before anything is stored, so a bad request leaves
 nothing behind. Each error names the offending field (``trainingInput.packageUris[0]``).
@@ -11,15 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlengine.errors import Code, MLEngineError, invalid
+from mlengine.errors import invalid
 from mlengine.training.cluster import replica_counts
-from mlengine.tuning.spec import parse_hyperparameters
 
-JOB_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
-LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
 DURATION_RE = re.compile(r"^(\d+(?:\.\d{1,9})?)s$")
-MAX_LABELS = 64
 
 #: trainingInput fields of the ml v1 discovery document (GoogleCloudMlV1__TrainingInput).
 TRAINING_INPUT_FIELDS = frozenset(
@@ -31,20 +26,12 @@ TRAINING_INPUT_FIELDS = frozenset(
         "serviceAccount", "useChiefInTfConfig", "workerConfig", "workerCount", "workerType",
     }
 )
-JOB_FIELDS = frozenset(
-    {
-        "jobId", "state", "createTime", "startTime", "endTime", "errorMessage", "trainingInput",
-        "trainingOutput", "predictionInput", "predictionOutput", "labels", "etag", "jobPosition",
-    }
-)
 SCHEDULING_FIELDS = frozenset({"maxRunningTime", "maxWaitTime", "priority"})
 
 
 @dataclass(frozen=True)
-class JobSpec:
-    job_id: str
+class TrainingSpec:
     training_input: dict[str, Any]
-    labels: dict[str, str]
     max_running_seconds: float | None
     max_wait_seconds: float | None
 
@@ -59,42 +46,6 @@ def parse_duration(value: Any, field: str) -> float:
     return seconds
 
 
-def validate_job_id(job_id: Any) -> str:
-    if not isinstance(job_id, str) or not job_id:
-        raise invalid("jobId", "is required")
-    if not JOB_ID_RE.match(job_id):
-        raise invalid(
-            "jobId",
-            f"{job_id!r} is not a valid job id: it must start with a letter and contain only "
-            "letters, digits and underscores, at most 128 characters",
-        )
-    return job_id
-
-
-def validate_labels(labels: Any, field: str = "labels") -> dict[str, str]:
-    if labels is None:
-        return {}
-    if not isinstance(labels, Mapping):
-        raise invalid(field, "must be a map of strings")
-    if len(labels) > MAX_LABELS:
-        raise invalid(field, f"at most {MAX_LABELS} labels are allowed")
-    result: dict[str, str] = {}
-    for key, value in labels.items():
-        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
-            raise invalid(
-                f"{field}.{key}",
-                "label keys start with a lowercase letter and hold at most 63 lowercase "
-                "letters, digits, '_' or '-'",
-            )
-        if not isinstance(value, str) or not LABEL_VALUE_RE.match(value):
-            raise invalid(
-                f"{field}.{key}",
-                f"label value {value!r} must hold at most 63 lowercase letters, digits, '_' or '-'",
-            )
-        result[key] = value
-    return result
-
-
 def _string_list(value: Any, field: str) -> list[str]:
     if value is None:
         return []
@@ -103,20 +54,8 @@ def _string_list(value: Any, field: str) -> list[str]:
     return list(value)
 
 
-def validate_job(body: Any) -> JobSpec:
-    """Check a Job body; return the normalized parts to store."""
-    if not isinstance(body, Mapping):
-        raise invalid("job", "the request body must be a JSON object (a Job)")
-    for key in body:
-        if key not in JOB_FIELDS:
-            raise invalid(key, f"unknown field {key!r} in Job")
-    job_id = validate_job_id(body.get("jobId"))
-    labels = validate_labels(body.get("labels"))
-    if body.get("predictionInput") is not None:
-        raise MLEngineError(
-            Code.UNIMPLEMENTED, "Field: predictionInput Error: batch prediction jobs are not supported yet"
-        )
-    ti = body.get("trainingInput")
+def validate_training_input(ti: Any) -> TrainingSpec:
+    """Check ``trainingInput``; return it normalized, with its deadlines."""
     if not isinstance(ti, Mapping):
         raise invalid("trainingInput", "is required and must be an object")
     for key in ti:
@@ -147,10 +86,6 @@ def validate_job(body: Any) -> JobSpec:
     training_input["packageUris"] = packages
     training_input["args"] = _string_list(training_input.get("args"), "trainingInput.args")
 
-    if training_input.get("hyperparameters") is not None:
-        # Kept as written (TF_CONFIG.job shows it); the tuner parses it again when it runs.
-        parse_hyperparameters(training_input["hyperparameters"])
-
     # Normalizes and validates the tier and the replica counts.
     replica_counts(training_input)
     training_input.setdefault("scaleTier", "BASIC")
@@ -172,4 +107,4 @@ def validate_job(body: Any) -> JobSpec:
             max_running = parse_duration(scheduling["maxRunningTime"], "trainingInput.scheduling.maxRunningTime")
         if "maxWaitTime" in scheduling:
             max_wait = parse_duration(scheduling["maxWaitTime"], "trainingInput.scheduling.maxWaitTime")
-    return JobSpec(job_id, training_input, labels, max_running, max_wait)
+    return TrainingSpec(training_input, max_running, max_wait)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mlengine.errors import invalid
+from mlengine.jobs.resources import Resources
 
 GPU_TYPES = (
     "NVIDIA_TESLA_K80", "NVIDIA_TESLA_P4", "NVIDIA_TESLA_P100", "NVIDIA_TESLA_T4",
@@ -43,46 +44,6 @@ TYPE_FIELDS = {
     "ps": ("parameterServerType", "parameterServerConfig"),
     "evaluator": ("evaluatorType", "evaluatorConfig"),
 }
-
-
-@dataclass(frozen=True)
-class Resources:
-    """An amount of compute: CPUs (fractional allowed), memory in GB, whole GPUs."""
-
-    cpus: float = 0.0
-    memory_gb: float = 0.0
-    gpus: int = 0
-
-    def __add__(self, other: Resources) -> Resources:
-        return Resources(self.cpus + other.cpus, self.memory_gb + other.memory_gb, self.gpus + other.gpus)
-
-    def fits_in(self, capacity: Resources) -> bool:
-        eps = 1e-9
-        return (self.cpus <= capacity.cpus + eps and self.memory_gb <= capacity.memory_gb + eps
-                and self.gpus <= capacity.gpus)
-
-    def shortfall(self, capacity: Resources) -> list[str]:
-        """What exceeds ``capacity``, in words (empty when it fits)."""
-        out = []
-        if self.cpus > capacity.cpus + 1e-9:
-            out.append(f"{self.cpus:g} CPUs (has {capacity.cpus:g})")
-        if self.memory_gb > capacity.memory_gb + 1e-9:
-            out.append(f"{self.memory_gb:g} GB of memory (has {capacity.memory_gb:g})")
-        if self.gpus > capacity.gpus:
-            out.append(f"{self.gpus} GPUs (has {capacity.gpus})")
-        return out
-
-    def to_json(self) -> dict[str, float]:
-        return {"cpus": self.cpus, "memoryGb": self.memory_gb, "gpus": self.gpus}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> Resources:
-        data = data or {}
-        return cls(float(data.get("cpus", 0)), float(data.get("memoryGb", 0)), int(data.get("gpus", 0)))
-
-    def describe(self) -> str:
-        text = f"{self.cpus:g} CPUs, {self.memory_gb:g} GB"
-        return text + (f", {self.gpus} GPUs" if self.gpus else "")
 
 
 @dataclass(frozen=True)

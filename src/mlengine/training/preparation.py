@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from mlengine.errors import Code, MLEngineError
+from mlengine.jobs.paths import JobPaths
 from mlengine.store.models import JobRow
-from mlengine.training.runtime import JobPaths
 
 _PROBE = (
     "import importlib.util, sys\n"
@@ -26,11 +26,11 @@ _PROBE = (
 
 def fetch_packages(job: JobRow, paths: JobPaths) -> list[Path]:
     """Local paths of the job's packages (remote URIs downloaded), each validated."""
+    from mlengine.core.packaging import validate_package_archive
     from mlengine.storage import uris
-    from mlengine.training.packaging import validate_package_archive
 
     local = []
-    for uri in job.training_input["packageUris"]:
+    for uri in job.input["packageUris"]:
         if uris.is_local(uri):
             path = uris.local_path(uri)
         else:
@@ -51,7 +51,7 @@ class ModuleProbe:
         self._lock = threading.Lock()
 
     def check(self, job: JobRow, env: Any) -> None:
-        module = job.training_input["pythonModule"]
+        module = job.input["pythonModule"]
         key = (env.key, module)
         with self._lock:
             found = self._known.get(key)
@@ -64,7 +64,7 @@ class ModuleProbe:
             with self._lock:
                 self._known[key] = found
         if not found:
-            packages = ", ".join(job.training_input["packageUris"])
+            packages = ", ".join(job.input["packageUris"])
             raise MLEngineError(
                 Code.INVALID_ARGUMENT,
                 f"Module {module!r} (trainingInput.pythonModule) was not found in the job's "

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mlengine.core.names import JOB_ID_RE
 from mlengine.errors import invalid
 
 FIELD = "trainingInput.hyperparameters"
@@ -52,7 +53,6 @@ MAX_GRID_POINTS = 100_000
 MAX_TRIALS_LIMIT = 10_000
 #: Parameter names become ``--name=value`` arguments.
 PARAM_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$")
-JOB_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ class StudyStore:
         sampler = make_sampler(spec, bayesian=self.bayesian)
         pruner = make_pruner(spec)
         with self.locked():
-            if job.internal.get("studyReady"):
+            if job.kind_state.get("studyReady"):
                 study = optuna.load_study(study_name=name, storage=self.storage, sampler=sampler, pruner=pruner)
             else:
                 with contextlib.suppress(KeyError):

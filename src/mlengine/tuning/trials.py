@@ -2,9 +2,9 @@
 
 A trial is a job row with id ``<parent jobId>/trials/<trialId>`` (users cannot create ids with
 ``/``, and ``/`` makes its runtime files nest under the parent's:
-``MLE_HOME/jobs/<project>/<parent>/trials/<trialId>/``) and these ``internal`` fields:
+``MLE_HOME/jobs/<project>/<parent>/trials/<trialId>/``), kind ``trial``, ``parent_pk`` the
+tuning job's primary key, and these ``kind_state`` fields:
 
-``parentJobPk``      primary key of the tuning job
 ``trialId``          ``"1"``, ``"2"``, ... (Optuna trial number + 1)
 ``trialNumber``      the Optuna trial number in the job's study
 ``hyperparameters``  ``{name: value text}`` passed as ``--name=value``
@@ -22,11 +22,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from mlengine.core.timeutil import rfc3339
 from mlengine.errors import MLEngineError, failed_precondition, invalid
+from mlengine.jobs import lifecycle as states
 from mlengine.store.jobs import JobRepository
 from mlengine.store.models import JobRow
-from mlengine.store.timeutil import rfc3339
-from mlengine.training import states
 from mlengine.tuning.metrics import TrialMetrics
 from mlengine.tuning.spec import FIELD, TuningSpec, parse_hyperparameters
 
@@ -38,10 +38,6 @@ def child_job_id(parent_job_id: str, trial_id: str) -> str:
 def study_name(job: JobRow) -> str:
     """The Optuna study of tuning job ``job`` (id plus primary key: never an older job's)."""
     return f"mlengine:{job.project}:{job.job_id}:{job.id}"
-
-
-def is_trial(job: JobRow) -> bool:
-    return "parentJobPk" in (job.internal or {})
 
 
 @dataclass(frozen=True)
@@ -73,11 +69,11 @@ def no_metric_message(trial_id: str, spec: TuningSpec, metrics: TrialMetrics, wh
 
 def judge(child: JobRow, metrics: TrialMetrics, spec: TuningSpec, events_where: str) -> Outcome:
     """The outcome of a trial whose job row is terminal, given what it reported."""
-    trial_id = str(child.internal.get("trialId"))
+    trial_id = str(child.kind_state.get("trialId"))
     final = metrics.final
     value = final.value if final is not None else None
     step = final.step if final is not None else None
-    if child.internal.get("stopRequested") == "early":
+    if child.kind_state.get("stopRequested") == "early":
         return Outcome(states.SUCCEEDED, "PRUNED", value, step, stopped_early=True,
                        message=f"Trial {trial_id} was stopped early at step {step}.")
     if child.state == states.SUCCEEDED:
@@ -98,7 +94,7 @@ def judge(child: JobRow, metrics: TrialMetrics, spec: TuningSpec, events_where: 
 
 def render_trial(child: JobRow) -> dict[str, Any]:
     """One ``HyperparameterOutput`` of the ml v1 API."""
-    internal = child.internal or {}
+    internal = child.kind_state or {}
     outcome = internal.get("outcome")
     trial: dict[str, Any] = {
         "trialId": str(internal.get("trialId")),
@@ -150,24 +146,24 @@ def initial_output(spec: TuningSpec) -> dict[str, Any]:
 
 
 def admit(repo: JobRepository, project: str, training_input: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``internal`` fields and the initial ``trainingOutput`` of a new tuning job, after the
+    """``kind_state`` and the initial ``trainingOutput`` of a new tuning job, after the
     checks that need the store: ``resumePreviousJobId`` must name a finished tuning job of the
     same project with the same ``params``, ``goal`` and ``hyperparameterMetricTag``."""
     spec = parse_hyperparameters(training_input.get("hyperparameters"))
-    internal: dict[str, Any] = {"tuning": True}
+    internal: dict[str, Any] = {}
     if spec.resume_job_id:
         field = f"{FIELD}.resumePreviousJobId"
         try:
             previous = repo.get(project, spec.resume_job_id)
         except MLEngineError:
             raise invalid(field, f"job {spec.resume_job_id!r} does not exist in project {project!r}") from None
-        if not (previous.internal or {}).get("tuning"):
+        if previous.kind != "tuning":
             raise invalid(field, f"job {spec.resume_job_id!r} is not a hyperparameter tuning job")
         if previous.state not in states.TERMINAL:
             raise failed_precondition(
                 f"Field: {field} Error: job {spec.resume_job_id!r} is {previous.state}; only a "
                 "finished tuning job can be resumed")
-        before = parse_hyperparameters(previous.training_input.get("hyperparameters"))
+        before = parse_hyperparameters(previous.input.get("hyperparameters"))
         if before.search_space_key() != spec.search_space_key():
             raise invalid(field, f"job {spec.resume_job_id!r} tuned different params, goal or "
                                  "hyperparameterMetricTag; a resumed job must keep them unchanged")

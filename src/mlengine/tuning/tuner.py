@@ -1,10 +1,10 @@
 """The tuner: decides which trials a tuning job runs; the scheduler runs them like any job.
 
-It is a hook of :class:`mlengine.training.scheduler.Scheduler`: the scheduler leaves the jobs
-the tuner :meth:`~Tuner.owns` (tuning jobs, ``internal["tuning"]``) alone and calls
-:meth:`~Tuner.tick` with every active job on each pass, in the scheduler thread, right before
-it starts queued jobs. So a trial created in a tick starts in the same pass (the scheduling
-gap between trials is one pass plus a process start). Per tuning job, a tick:
+The tuning job kind (:mod:`mlengine.tuning.kind`) is a controller: the scheduler leaves tuning
+jobs to it and calls :meth:`~Tuner.tick` with every active job on each pass, in the scheduler
+thread, right before it starts queued jobs. Trials are jobs of the ``trial`` kind. So a trial
+created in a tick starts in the same pass (the scheduling gap between trials is one pass plus a
+process start). Per tuning job, a tick:
 
 1. records each trial whose job row ended: reads its metric (:mod:`.metrics`), judges it
    (:func:`.trials.judge`: no metric = failed, with a message saying so), tells Optuna;
@@ -14,10 +14,10 @@ gap between trials is one pass plus a process start). Per tuning job, a tick:
 3. moves the tuning job QUEUED -> PREPARING -> RUNNING as its first trial does (the tuning job
    itself holds no CPU slots);
 4. decides whether the job ends: ``maxFailedTrials`` (or the default limit) reached, all
-   trials done, ``scheduling.maxRunningTime``/``maxWaitTime`` passed, a trial that could not
-   even start (its packages, its module, its size: every trial would fail alike), or a
-   cancel. A job that ends first stops its running trials and only takes its final state
-   once none is left (recorded in ``internal["ending"]``);
+   trials done, a trial that could not even start (its packages, its module, its size: every
+   trial would fail alike), or a cancel (deadlines are the scheduler's: it cancels the job).
+   A job that ends first stops its running trials and only takes its final state
+   once none is left (recorded in ``kind_state["ending"]``);
 5. otherwise asks Optuna for new trials while fewer than ``maxParallelTrials`` are active and
    fewer than ``maxTrials`` were created (for grid search: while grid points are left) and
    creates their job rows (QUEUED; :mod:`.trials` documents their fields);
@@ -38,17 +38,21 @@ from typing import Any
 
 from mlengine.config import Settings
 from mlengine.errors import MLEngineError
+from mlengine.jobs import lifecycle as states
+from mlengine.jobs.paths import JobPaths
+from mlengine.jobs.scheduler import request_cancel
 from mlengine.store.database import Database
 from mlengine.store.jobs import JobRepository
 from mlengine.store.models import JobRow
-from mlengine.store.timeutil import as_utc, utcnow
-from mlengine.training import states
-from mlengine.training.runtime import JobPaths
 from mlengine.tuning import trials as trial_rows
 from mlengine.tuning.metrics import MetricWatcher, collect, intermediate_values
 from mlengine.tuning.spec import TuningSpec, parse_hyperparameters
 
 log = logging.getLogger("mlengine.tuner")
+
+#: Job kinds (mlengine.tuning.kind): a tuning job and one of its trials.
+KIND = "tuning"
+TRIAL_KIND = "trial"
 
 #: Reports a running trial needs before early stopping may judge it.
 MIN_REPORTS_TO_STOP = 2
@@ -69,16 +73,11 @@ class Tuner:
         self._errors: dict[int, float] = {}  # tuning job pk -> when its ticks began failing
         self._reconciled: set[int] = set()
 
-    # Hook interface -----------------------------------------------------------------------
-    def owns(self, job: JobRow) -> bool:
-        """Tuning jobs are the tuner's; their trials are ordinary jobs for the scheduler."""
-        return bool((job.internal or {}).get("tuning"))
-
+    # Driven by the tuning kind (mlengine.tuning.kind) ---------------------------------------
     def tick(self, active: list[JobRow]) -> None:
-        parents = {j.id: j for j in active if self.owns(j)}
+        parents = {j.id: j for j in active if j.kind == KIND}
         for job in active:
-            parent_pk = (job.internal or {}).get("parentJobPk")
-            if parent_pk is not None and parent_pk not in parents:
+            if job.kind == TRIAL_KIND and job.parent_pk not in parents:
                 self._stop_trial(job, "parent")  # its tuning job ended: nothing may outlive it
         for parent in parents.values():
             try:
@@ -91,6 +90,10 @@ class Tuner:
                 since = self._errors.setdefault(parent.id, time.monotonic())
                 if time.monotonic() - since > MAX_ERROR_SECONDS:
                     self._end(parent, states.FAILED, f"Internal error in the tuner: {exc}")
+
+    def _remember(self, job: JobRow, **values: Any) -> JobRow:
+        """Merge ``values`` into the job's ``kind_state`` (the tuner's own record)."""
+        return self.repo.update(job.id, lambda r: setattr(r, "kind_state", {**r.kind_state, **values}))
 
     def close(self) -> None:
         if self._studies is not None:
@@ -110,11 +113,11 @@ class Tuner:
     def _study(self, parent: JobRow, spec: TuningSpec, children: list[JobRow]) -> Any:
         store = self._store()
         previous = None
-        if spec.resume_job_id and not parent.internal.get("studyReady"):
-            previous = parent.internal.get("resumeStudy")
+        if spec.resume_job_id and not parent.kind_state.get("studyReady"):
+            previous = parent.kind_state.get("resumeStudy")
         study = store.open(parent, spec, previous)
-        if not parent.internal.get("studyReady"):
-            self.repo.update(parent.id, lambda r: setattr(r, "internal", {**r.internal, "studyReady": True}))
+        if not parent.kind_state.get("studyReady"):
+            self._remember(parent, studyReady=True)
             self._reconciled.add(parent.id)
         elif parent.id not in self._reconciled:
             self._reconciled.add(parent.id)
@@ -125,7 +128,7 @@ class Tuner:
         """Optuna trials asked for but never given a job row (the server died in between)."""
         from optuna.trial import TrialState
 
-        known = {c.internal.get("trialNumber") for c in children}
+        known = {c.kind_state.get("trialNumber") for c in children}
         store = self._store()
         with store.locked():
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -133,16 +136,16 @@ class Tuner:
                     study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
     def _step(self, parent: JobRow) -> None:
-        spec = parse_hyperparameters(parent.training_input.get("hyperparameters"))
+        spec = parse_hyperparameters(parent.input.get("hyperparameters"))
         children = self.repo.children(parent)
         study = self._study(parent, spec, children)
         for child in children:
-            if child.state in states.TERMINAL and "outcome" not in child.internal:
+            if child.state in states.TERMINAL and "outcome" not in child.kind_state:
                 self._record(parent, spec, study, child)
-        ending = parent.internal.get("ending")
+        ending = parent.kind_state.get("ending")
         if spec.early_stopping and not ending and parent.state != states.CANCELLING:
             for child in children:
-                if child.state == states.RUNNING and not child.internal.get("stopRequested"):
+                if child.state == states.RUNNING and not child.kind_state.get("stopRequested"):
                     self._watch(parent, spec, study, child)
         children = self.repo.children(parent)
         parent = self._progress(parent, children)
@@ -162,8 +165,8 @@ class Tuner:
     def _trial_sources(self, parent: JobRow, child: JobRow) -> tuple[Path, Path | None, str]:
         """(metric file, local directory of TF event files or None, how to describe it)."""
         metric_file = self._paths(child).metric_file
-        trial_id = str(child.internal.get("trialId"))
-        job_dir = parent.training_input.get("jobDir")
+        trial_id = str(child.kind_state.get("trialId"))
+        job_dir = parent.input.get("jobDir")
         if not job_dir:
             return metric_file, None, "<job-dir>/<trialId>/ (this job has no jobDir)"
         from mlengine.storage import uris
@@ -179,7 +182,7 @@ class Tuner:
         self._judged.pop(child.id, None)
         metrics = watcher.poll(final=True) if watcher else collect(metric_file, events_dir, spec.metric_tag)
         outcome = trial_rows.judge(child, metrics, spec, where)
-        number = int(child.internal["trialNumber"])
+        number = int(child.kind_state["trialNumber"])
         store = self._store()
         with store.locked():
             values = intermediate_values(metrics.reports)
@@ -189,7 +192,7 @@ class Tuner:
                 study.tell(number, outcome.value, skip_if_finished=True)
             else:
                 study.tell(number, state=TrialState[outcome.optuna_state], skip_if_finished=True)
-        self.repo.update(child.id, lambda r: setattr(r, "internal", {**r.internal, "outcome": outcome.as_internal()}))
+        self._remember(child, outcome=outcome.as_internal())
         self._paths(parent).service_log(outcome.message, "ERROR" if outcome.state == states.FAILED else "INFO")
 
     def _watch(self, parent: JobRow, spec: TuningSpec, study: Any, child: JobRow) -> None:
@@ -204,92 +207,55 @@ class Tuner:
         self._judged[child.id] = len(values)
         store = self._store()
         with store.locked():
-            stop = store.report(study, int(child.internal["trialNumber"]), values)
+            stop = store.report(study, int(child.kind_state["trialNumber"]), values)
         if stop:
             last = reports[-1]
             self._paths(parent).service_log(
-                f"Stopping trial {child.internal.get('trialId')} early: at step {last.step} its "
+                f"Stopping trial {child.kind_state.get('trialId')} early: at step {last.step} its "
                 f"{spec.metric_tag} ({last.value:g}) is worse than most finished trials at that point.")
             self._stop_trial(child, "early")
 
     def _stop_trial(self, child: JobRow, reason: str) -> None:
-        """Stop a trial's job: QUEUED ends at once, PREPARING/RUNNING go CANCELLING (the
-        scheduler then stops its processes). A trial already on its way out is left alone."""
+        """Stop a trial's job through the one cancel path: QUEUED ends at once,
+        PREPARING/RUNNING go CANCELLING (the scheduler then stops its processes)."""
         if child.state in states.TERMINAL or child.state == states.CANCELLING:
             return
 
-        def change(row: JobRow) -> None:
-            if row.state in states.TERMINAL or row.state == states.CANCELLING:
-                return
-            now = utcnow()
-            internal = {**row.internal, "stopRequested": row.internal.get("stopRequested") or reason}
-            if row.state == states.QUEUED:
-                row.state, row.end_time = states.CANCELLED, now
-            else:
-                row.state = states.CANCELLING
-                internal["cancelRequestedAt"] = now.timestamp()
-            row.internal = internal
+        def mark(row: JobRow) -> None:
+            row.kind_state = {**row.kind_state, "stopRequested": row.kind_state.get("stopRequested") or reason}
 
-        self.repo.update(child.id, change)
+        request_cancel(self.repo, child, None, controller=False, change=mark)
         self.wake()
 
     # The tuning job's own state ----------------------------------------------------------
-    def _transition(self, parent: JobRow, new: str, error: str | None = None, **internal: Any) -> JobRow:
-        """Move the tuning job to ``new`` if its *current* state allows it (a cancel may have
+    def _transition(self, parent: JobRow, new: str, error: str | None = None) -> JobRow:
+        """Move the tuning job to ``new`` if it is still in the state read (a cancel may have
         arrived meanwhile: then nothing changes and the next tick sees the cancel)."""
-
-        def change(row: JobRow) -> None:
-            if row.state != new and new not in states.TRANSITIONS.get(row.state, frozenset()):
-                return
-            now = utcnow()
-            if new == states.RUNNING and row.start_time is None:
-                row.start_time = now
-            if new in states.TERMINAL:
-                row.end_time = now
-            row.state = new
-            if error is not None:
-                row.error_message = error
-            if internal:
-                row.internal = {**row.internal, **internal}
-
-        return self.repo.update(parent.id, change)
+        row = states.transition(self.repo, parent, new, error=error)
+        return row if row is not None else self.repo.get_by_pk(parent.id)
 
     def _progress(self, parent: JobRow, children: list[JobRow]) -> JobRow:
         begun = [c for c in children if c.state != states.QUEUED]
         if parent.state == states.QUEUED and begun:
             parent = self._transition(parent, states.PREPARING)
         ran = any(c.state in (states.RUNNING, states.CANCELLING) or c.start_time for c in children)
-        if parent.state == states.PREPARING and (ran or any("outcome" in c.internal for c in children)):
+        if parent.state == states.PREPARING and (ran or any("outcome" in c.kind_state for c in children)):
             parent = self._transition(parent, states.RUNNING)
         return parent
 
     def _ending(self, parent: JobRow, spec: TuningSpec, study: Any, children: list[JobRow]) -> dict[str, Any] | None:
         """Whether (and how) the tuning job ends now; None while it goes on."""
-        outcomes = [c.internal["outcome"] for c in children if "outcome" in c.internal]
+        outcomes = [c.kind_state["outcome"] for c in children if "outcome" in c.kind_state]
         failed = [o for o in outcomes if o["state"] == states.FAILED]
         last_failure = f" Last failure: {failed[-1]['message']}" if failed else ""
         if failed and len(failed) >= spec.failure_limit():
             return {"state": states.FAILED, "error": (
                 f"{len(failed)} trial(s) failed, which reaches the limit of {spec.failure_limit()} "
                 f"(maxFailedTrials); the tuning job stops.{last_failure}")}
-        now = utcnow()
-        max_running = parent.internal.get("maxRunningSeconds")
-        started = as_utc(parent.start_time)
-        if max_running and started and (now - started).total_seconds() > max_running:
-            message = (f"The job ran longer than scheduling.maxRunningTime ({max_running:g}s) "
-                       "and was cancelled.")
-            self._transition(parent, states.CANCELLING, error=message, cancelRequestedAt=now.timestamp())
-            return {"state": states.CANCELLED, "error": message}
-        max_wait = parent.internal.get("maxWaitSeconds")
-        created = as_utc(parent.create_time)
-        if parent.state == states.QUEUED and max_wait and created and (now - created).total_seconds() > max_wait:
-            return {"state": states.CANCELLED, "error": (
-                f"The job waited longer than scheduling.maxWaitTime ({max_wait:g}s) for capacity "
-                "and was cancelled.")}
         unstarted = [c for c in children if c.state == states.FAILED and c.start_time is None]
         if unstarted:  # could not be scheduled or prepared: every trial would fail the same way
             return {"state": states.FAILED, "error": (
-                f"Trial {unstarted[0].internal.get('trialId')} could not start, and every trial "
+                f"Trial {unstarted[0].kind_state.get('trialId')} could not start, and every trial "
                 f"would fail the same way: {unstarted[0].error_message}")}
         if any(c.state in states.ACTIVE for c in children) or not self._all_created(spec, study, children):
             return None
@@ -310,11 +276,11 @@ class Tuner:
     def _finish(self, parent: JobRow, spec: TuningSpec, children: list[JobRow], ending: dict[str, Any]) -> None:
         active = [c for c in children if c.state in states.ACTIVE]
         if active:
-            if not parent.internal.get("ending"):
+            if not parent.kind_state.get("ending"):
                 if ending.get("error"):
                     self._paths(parent).service_log(ending["error"], "ERROR")
                 self._paths(parent).service_log(f"Stopping {len(active)} running trial(s).")
-                parent = self.repo.update(parent.id, lambda r: setattr(r, "internal", {**r.internal, "ending": ending}))
+                parent = self._remember(parent, ending=ending)
             for child in active:
                 self._stop_trial(child, "parent")
             self._write_output(parent, spec, children)
@@ -330,13 +296,13 @@ class Tuner:
     def _end(self, parent: JobRow, state: str, error: str | None) -> JobRow:
         paths = self._paths(parent)
         if state == states.SUCCEEDED:
-            best = (parent.training_output or {}).get("trials", [{}])[0]
+            best = (parent.output or {}).get("trials", [{}])[0]
             metric = best.get("finalMetric", {}).get("objectiveValue")
             paths.service_log(f"Tuning job completed successfully; best trial: {best.get('trialId')} "
                               f"({metric}).")
         elif state == states.CANCELLED:
             paths.service_log("Job cancelled.")
-        elif error and not parent.internal.get("ending"):
+        elif error and not parent.kind_state.get("ending"):
             paths.service_log(error, "ERROR")
         return self._transition(parent, state, error=error)
 
@@ -353,10 +319,9 @@ class Tuner:
             trial_id = str(trial.number + 1)
             hyperparameters = spec.external(trial.params)
             self.repo.create(
-                parent.project, trial_rows.child_job_id(parent.job_id, trial_id), state=states.QUEUED,
-                training_input=parent.training_input, labels=parent.labels,
-                internal={"parentJobPk": parent.id, "trialId": trial_id, "trialNumber": trial.number,
-                          "hyperparameters": hyperparameters},
+                parent.project, trial_rows.child_job_id(parent.job_id, trial_id), kind=TRIAL_KIND,
+                state=states.QUEUED, input=parent.input, labels=parent.labels, parent_pk=parent.id,
+                kind_state={"trialId": trial_id, "trialNumber": trial.number, "hyperparameters": hyperparameters},
             )
             args = " ".join(f"--{k}={v}" for k, v in hyperparameters.items())
             self._paths(parent).service_log(f"Trial {trial_id} queued: {args}")
@@ -366,6 +331,6 @@ class Tuner:
 
     def _write_output(self, parent: JobRow, spec: TuningSpec, children: list[JobRow]) -> JobRow:
         output = trial_rows.render_output(spec, children)
-        if output == parent.training_output:
+        if output == parent.output:
             return parent
-        return self.repo.update(parent.id, lambda r: setattr(r, "training_output", output))
+        return self.repo.update(parent.id, lambda r: setattr(r, "output", output))

@@ -22,7 +22,7 @@ Contract
      distributions.
 
   Source distributions without a ``[build-system]`` table (what ``gcloud`` and
-  :func:`mlengine.training.packaging.build_sdist` produce) are built without build isolation,
+  :func:`mlengine.core.packaging.build_sdist` produce) are built without build isolation,
   with the server's setuptools, like pip does for legacy ``setup.py`` projects: no network
   and no download of setuptools. Others are built in isolation, as uv does by default.
 - Cached by content: the key is the SHA-256 of the sorted SHA-256s of the package files, the
@@ -58,8 +58,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlengine.core.packaging import dist_name, needs_build_isolation, sha256_file
 from mlengine.errors import Code, MLEngineError, not_found
-from mlengine.training.packaging import dist_name, needs_build_isolation, sha256_file
 
 Log = Callable[[str], None]
 _LAYOUT_VERSION = "1"

@@ -1,11 +1,11 @@
 """Ray executor: a job's replicas are Ray actors, gang-scheduled with a placement group.
 
-Contract (on top of :mod:`mlengine.training.executors._base`)
+Contract (on top of :mod:`mlengine.jobs.executors._base`)
 -------------------------------------------------------------
 - :meth:`RayExecutor.place` creates one *detached, named* placement group per job with one
   bundle per replica (its machine type's CPUs, GPUs and, in ``machine`` mode, memory) and
   waits until Ray reserved all of them (all or nothing), then one detached, named
-  :class:`~mlengine.training.executors.ray_agent.ReplicaAgent` per bundle, each of which
+  :class:`~mlengine.jobs.executors.ray_agent.ReplicaAgent` per bundle, each of which
   holds a port on its node. Names derive from the server (a hash of ``MLE_HOME``), the
   project, the job and the task, so a restarted control plane finds everything by name.
 - :meth:`launch` asks the replica's agent to start the supervisor; the handle is
@@ -16,7 +16,7 @@ Contract (on top of :mod:`mlengine.training.executors._base`)
 - :meth:`release` kills the agents (their supervisors then kill the trainers) and removes the
   placement group: cancel and job end free every resource. Idempotent.
 - Connecting: ``MLE_RAY_ADDRESS`` (``--ray-address``), else the local Ray that mlengine starts
-  on 127.0.0.1 with token auth (:mod:`mlengine.training.executors.ray_cluster`).
+  on 127.0.0.1 with token auth (:mod:`mlengine.jobs.executors.ray_cluster`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,15 @@ from typing import Any
 
 from mlengine.config import Settings
 from mlengine.errors import Code, MLEngineError
-from mlengine.training.capacity import Capacity
-from mlengine.training.cluster import ReplicaSpec
-from mlengine.training.executors._base import Executor, Placement, ReplicaLaunch, ReplicaRequest, ReplicaStatus
-from mlengine.training.machines import Resources
+from mlengine.jobs.executors._base import (
+    Executor,
+    Placement,
+    ReplicaLaunch,
+    ReplicaRequest,
+    ReplicaSpec,
+    ReplicaStatus,
+)
+from mlengine.jobs.resources import Capacity, Resources
 
 log = logging.getLogger("mlengine.executor.ray")
 NAMESPACE = "mlengine"
@@ -62,7 +67,7 @@ class RayExecutor(Executor):
 
         address = self.settings.ray_address
         if not address:
-            from mlengine.training.executors.ray_cluster import ensure_local_ray, security_env
+            from mlengine.jobs.executors.ray_cluster import ensure_local_ray, security_env
 
             address, token = ensure_local_ray(self.settings.ray_dir, self.settings.ray_num_cpus)
             os.environ.update(security_env(token))  # before Ray is imported: it reads them once
@@ -279,6 +284,6 @@ class RayExecutor(Executor):
 
 
 def _agent_type() -> type:
-    from mlengine.training.executors.ray_agent import ReplicaAgent
+    from mlengine.jobs.executors.ray_agent import ReplicaAgent
 
     return ReplicaAgent

@@ -1,18 +1,16 @@
 """Local executor: every replica is a supervisor process plus the trainer, in their own
-session on this machine (see :mod:`mlengine.training.executors.supervisor`).
+session on this machine (see :mod:`mlengine.jobs.executors.supervisor`).
 
 Capacity: ``MLE_CAPACITY_SLOTS`` CPUs (default: the number of CPUs), the machine's memory,
 and ``MLE_LOCAL_GPUS`` GPUs (default: what ``nvidia-smi -L`` lists). Replicas listen on
-127.0.0.1 on ports held by :func:`mlengine.training.ports.reserve_ports` until launch.
+127.0.0.1 on ports held by :func:`mlengine.jobs.ports.reserve_ports` until launch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,57 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mlengine.config import Settings
-from mlengine.training.capacity import Capacity
-from mlengine.training.executors._base import Executor, ReplicaLaunch, ReplicaStatus
-from mlengine.training.machines import Resources
-
-
-def memory_gb() -> float:
-    """Physical memory of this machine in GB (MemTotal of /proc/meminfo)."""
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return round(int(line.split()[1]) / 1024 / 1024, 2)
-    except OSError:
-        pass
-    return 0.0
-
-
-@functools.lru_cache(maxsize=1)
-def detected_gpus() -> int:
-    """NVIDIA GPUs ``nvidia-smi -L`` lists (0 without the driver)."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return 0
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
-
-
-def machine_capacity(settings: Settings | None) -> Capacity:
-    """This machine as the local executor hands it out."""
-    cpus = float(settings.effective_slots if settings else (os.cpu_count() or 1))
-    gpus = settings.local_gpus if settings and settings.local_gpus >= 0 else detected_gpus()
-    total = Resources(cpus, memory_gb(), gpus)
-    slots = f"MLE_CAPACITY_SLOTS={settings.capacity_slots}" if settings and settings.capacity_slots else \
-        "MLE_CAPACITY_SLOTS unset: the number of CPUs"
-    return Capacity(total, [total], f"the local executor ({cpus:g} CPU slots, {slots}; {gpus} GPUs)")
-
-
-def _proc_start_ticks(pid: int) -> tuple[int, str] | None:
-    """(start time in clock ticks, state letter) from /proc, or None if no such process.
-    The start time tells a reused pid from ours."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # The command name may contain spaces and parentheses: split after the last ')'.
-    rest = stat.rsplit(")", 1)[1].split()
-    return int(rest[19]), rest[0]
+from mlengine.core.processes import proc_start_ticks
+from mlengine.jobs.executors._base import Executor, ReplicaLaunch, ReplicaStatus
+from mlengine.jobs.resources import Capacity, machine_capacity
 
 
 class LocalExecutor(Executor):
@@ -92,7 +42,7 @@ class LocalExecutor(Executor):
         launch.status_file.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **launch.env}
         argv = [
-            sys.executable, "-m", "mlengine.training.executors.supervisor",
+            sys.executable, "-m", "mlengine.jobs.executors.supervisor",
             "--task-name", launch.task_name,
             "--log-file", str(launch.log_file),
             "--status-file", str(launch.status_file),
@@ -108,7 +58,7 @@ class LocalExecutor(Executor):
         self._children[proc.pid] = proc
         threading.Thread(target=self._wait_and_notify, args=(proc,), daemon=True,
                          name=f"mle-wait-{proc.pid}").start()
-        ticks = _proc_start_ticks(proc.pid)
+        ticks = proc_start_ticks(proc.pid)
         return {
             "pid": proc.pid,
             "pgid": proc.pid,
@@ -140,7 +90,7 @@ class LocalExecutor(Executor):
                 return True
             self._children.pop(pid, None)
             return False
-        info = _proc_start_ticks(pid)
+        info = proc_start_ticks(pid)
         if info is None:
             return False
         ticks, state = info

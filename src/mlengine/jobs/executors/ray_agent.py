@@ -6,7 +6,7 @@ placement group (so it holds the replica's CPUs, memory and GPUs on that node). 
 1. :meth:`ReplicaAgent.reserve` holds a free port on its node and reports where it is (node
    address, node id, host name), so the control plane can write the cluster spec;
 2. :meth:`ReplicaAgent.start` lets the port go and starts the usual supervisor
-   (``python -m mlengine.training.executors.supervisor --exit-with-parent``) in its own
+   (``python -m mlengine.jobs.executors.supervisor --exit-with-parent``) in its own
    session: logs as JSON lines and the exit status file, exactly as on the local executor;
 3. answers :meth:`poll` (with the exit status as the node sees it, so it comes back even
    where the control plane does not share the node's filesystem), :meth:`signal` and
@@ -49,7 +49,7 @@ class ReplicaAgent:
     def reserve(self, low: int, high: int) -> dict[str, Any]:
         import ray
 
-        from mlengine.training.ports import reserve_ports
+        from mlengine.jobs.ports import reserve_ports
 
         self._reservation = reserve_ports(1, (low, high))
         return {
@@ -69,7 +69,7 @@ class ReplicaAgent:
         for path in (Path(cwd), Path(log_file).parent, Path(status_file).parent):
             path.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, "-m", "mlengine.training.executors.supervisor",
+            sys.executable, "-m", "mlengine.jobs.executors.supervisor",
             "--task-name", task_name, "--log-file", log_file, "--status-file", status_file,
             "--cwd", cwd, "--exit-with-parent", "--", *argv,
         ]

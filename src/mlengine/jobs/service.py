@@ -10,27 +10,35 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlengine.config import Settings
+from mlengine.core.names import validate_labels
+from mlengine.core.timeutil import rfc3339
 from mlengine.errors import Code, MLEngineError, failed_precondition, invalid
+from mlengine.jobs import lifecycle as states
+from mlengine.jobs.kinds import KindRegistry
+from mlengine.jobs.logs import read_logs
+from mlengine.jobs.paths import JobPaths
+from mlengine.jobs.scheduler import request_cancel
+from mlengine.jobs.scheduling import SchedulingState
 from mlengine.store.filters import compile_filter
 from mlengine.store.jobs import JobRepository, etag_of
 from mlengine.store.models import JobRow
-from mlengine.store.timeutil import rfc3339, utcnow
-from mlengine.training import states
-from mlengine.training.jobspec import validate_job, validate_labels
-from mlengine.training.logs import read_logs
-from mlengine.training.runtime import JobPaths
+
+#: Fields of the ml v1 ``Job`` resource besides the kinds' input and output fields.
+JOB_FIELDS = frozenset({"jobId", "state", "createTime", "startTime", "endTime", "errorMessage", "labels",
+                        "etag", "jobPosition"})
 
 
-def render_job(row: JobRow, position: int = 0) -> dict[str, Any]:
-    job: dict[str, Any] = {
-        "jobId": row.job_id,
-        "trainingInput": row.training_input,
+def render_job(row: JobRow, kinds: KindRegistry, position: int = 0) -> dict[str, Any]:
+    kind = kinds.get(row.kind)
+    job: dict[str, Any] = {"jobId": row.job_id}
+    if kind is not None:
+        job.update(kind.render(row))
+    job.update({
         "createTime": rfc3339(row.create_time),
         "state": row.state,
-        "trainingOutput": row.training_output or {},
         "labels": row.labels or {},
         "etag": etag_of(row),
-    }
+    })
     if row.start_time:
         job["startTime"] = rfc3339(row.start_time)
     if row.end_time:
@@ -43,96 +51,66 @@ def render_job(row: JobRow, position: int = 0) -> dict[str, Any]:
 
 
 class JobService:
-    def __init__(self, settings: Settings, repo: JobRepository, wake: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings, repo: JobRepository, kinds: KindRegistry, wake: Callable[[], None]) -> None:
         self.settings = settings
         self.repo = repo
+        self.kinds = kinds
         self.wake = wake
 
-    def _check_uris(self, training_input: Mapping[str, Any]) -> None:
-        from mlengine.storage import uris
-        from mlengine.training.packaging import validate_package_archive
-
-        for i, uri in enumerate(training_input["packageUris"]):
-            field = f"trainingInput.packageUris[{i}]"
-            uris.check_usable(uri, field)
-            if uris.is_local(uri):
-                path = uris.local_path(uri)
-                if not path.is_file():
-                    raise invalid(field, f"{uri} does not exist or is not a file readable by the server")
-                try:
-                    validate_package_archive(path)
-                except MLEngineError as exc:
-                    raise invalid(field, exc.message) from None
-        job_dir = training_input.get("jobDir")
-        if job_dir:
-            uris.check_usable(job_dir, "trainingInput.jobDir")
-
-    def _check_machine_types(self, training_input: Mapping[str, Any]) -> None:
-        """Unknown machine types and bad acceleratorConfigs are refused, naming the field."""
-        from mlengine.training.capacity import replica_demands
-        from mlengine.training.machines import machine_table
-
-        replica_demands(training_input, "machine", machine_table(self.settings.machine_types_path))
+    def _render(self, row: JobRow, position: int = 0) -> dict[str, Any]:
+        return render_job(row, self.kinds, position)
 
     def create(self, project: str, body: Any) -> dict[str, Any]:
-        spec = validate_job(body)
-        self._check_machine_types(spec.training_input)
-        self._check_uris(spec.training_input)
-        internal = {
-            "maxRunningSeconds": spec.max_running_seconds,
-            "maxWaitSeconds": spec.max_wait_seconds,
-        }
-        output: dict[str, Any] = {}
-        if spec.training_input.get("hyperparameters") is not None:
-            from mlengine.tuning.trials import admit
-
-            tuning, output = admit(self.repo, project, spec.training_input)
-            internal.update(tuning)
+        if not isinstance(body, Mapping):
+            raise invalid("job", "the request body must be a JSON object (a Job)")
+        known = JOB_FIELDS | self.kinds.fields() | {"predictionInput", "predictionOutput"}
+        for key in body:
+            if key not in known:
+                raise invalid(key, f"unknown field {key!r} in Job")
+        kind = self.kinds.for_body(body)
+        sub = kind.validate(project, body)
+        scheduling = SchedulingState(max_running_seconds=sub.max_running_seconds,
+                                     max_wait_seconds=sub.max_wait_seconds)
         row = self.repo.create(
-            project, spec.job_id, state=states.QUEUED, training_input=spec.training_input,
-            labels=spec.labels, internal=internal, training_output=output,
+            project, sub.job_id, kind=kind.name, state=states.QUEUED, input=sub.input, labels=sub.labels,
+            scheduling=scheduling.to_json(), kind_state=sub.kind_state, output=sub.output,
         )
-        JobPaths.of(self.settings, project, spec.job_id).service_log(
-            f"Validating job requirements... Job {spec.job_id} submitted."
+        JobPaths.of(self.settings, project, sub.job_id).service_log(
+            f"Validating job requirements... Job {sub.job_id} submitted."
         )
         self.wake()
-        return render_job(row, self.repo.queue_position(row))
+        return self._render(row, self.repo.queue_position(row))
 
     def get(self, project: str, job_id: str) -> dict[str, Any]:
         row = self.repo.get(project, job_id)
-        return render_job(row, self.repo.queue_position(row))
+        return self._render(row, self.repo.queue_position(row))
 
     def list(
         self, project: str, filter_text: str | None, page_size: int | None, page_token: str | None
     ) -> dict[str, Any]:
         predicate = compile_filter(filter_text)
         rows, next_token = self.repo.list_page(  # trials of tuning jobs are not listed
-            project, lambda r: "parentJobPk" not in r.internal and predicate(render_job(r)),
+            project, lambda r: self._listed(r) and predicate(self._render(r)),
             page_size, page_token,
         )
-        result: dict[str, Any] = {"jobs": [render_job(r, self.repo.queue_position(r)) for r in rows]}
+        result: dict[str, Any] = {"jobs": [self._render(r, self.repo.queue_position(r)) for r in rows]}
         if next_token:
             result["nextPageToken"] = next_token
         return result
 
+    def _listed(self, row: JobRow) -> bool:
+        kind = self.kinds.get(row.kind)
+        return kind is None or kind.listed
+
     def cancel(self, project: str, job_id: str) -> dict[str, Any]:
         row = self.repo.get(project, job_id)
-
-        def change(job: JobRow) -> None:
-            if job.state in states.TERMINAL:
-                raise failed_precondition(
-                    f"Job projects/{project}/jobs/{job_id} is already in a terminal state: {job.state}"
-                )
-            if job.state == states.CANCELLING:
-                return
-            if job.state == states.QUEUED and not job.internal.get("tuning"):
-                job.state = states.CANCELLED
-                job.end_time = utcnow()
-            else:
-                job.state = states.CANCELLING
-                job.internal = {**job.internal, "cancelRequestedAt": utcnow().timestamp()}
-
-        self.repo.update(row.id, change)
+        kind = self.kinds.get(row.kind)
+        updated = request_cancel(self.repo, row, None, controller=bool(kind and kind.controller))
+        if updated is None:
+            current = self.repo.get_by_pk(row.id)
+            raise failed_precondition(
+                f"Job projects/{project}/jobs/{job_id} is already in a terminal state: {current.state}"
+            )
         JobPaths.of(self.settings, project, job_id).service_log("Job cancel requested.")
         self.wake()
         return {}
@@ -160,10 +138,10 @@ class JobService:
                     "concurrently; read it again and retry",
                 )
             job.labels = labels
-            job.internal = {**job.internal, "labelsVersion": job.internal.get("labelsVersion", 0) + 1}
+            job.labels_version = (job.labels_version or 0) + 1
 
         updated = self.repo.update(row.id, change)
-        return render_job(updated, self.repo.queue_position(updated))
+        return self._render(updated, self.repo.queue_position(updated))
 
     def logs(
         self, project: str, job_id: str, task_name: str | None, page_token: str | None,

@@ -20,22 +20,42 @@ An executor starts replica processes and finds them again. Contract:
   (possibly restarted) control plane; ``release`` frees whatever is left and is idempotent.
 * :meth:`Executor.capacity` is what the executor can hand out, in all and per node;
   :meth:`Executor.resource_mode` says how replicas count against it (see
-  :mod:`mlengine.training.capacity`).
+  :mod:`mlengine.jobs.capacity`).
 """
 
 from __future__ import annotations
 
 import abc
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlengine.jobs.resources import Capacity, Resources
+
 if TYPE_CHECKING:
-    from mlengine.training.capacity import Capacity
-    from mlengine.training.cluster import ReplicaSpec
-    from mlengine.training.machines import Resources
-    from mlengine.training.ports import PortReservation
+    from mlengine.jobs.ports import PortReservation
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """One process of a job: its task type (``master``/``chief``/``worker``/``ps``/``evaluator``)
+    and index, and the address it listens on for the cluster."""
+
+    task_type: str
+    index: int
+    host: str
+    port: int
+
+    @property
+    def task_name(self) -> str:
+        """The name logs and ``--task-name`` use, as AI Platform: ``master-replica-0``."""
+        return f"{self.task_type}-replica-{self.index}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -64,6 +84,10 @@ class ReplicaRequest:
     index: int
     resources: Resources
 
+    @property
+    def task_name(self) -> str:
+        return f"{self.task_type}-replica-{self.index}"
+
 
 @dataclass
 class Placement:
@@ -88,6 +112,23 @@ class ReplicaStatus:
     @property
     def finished(self) -> bool:
         return self.state != "running"
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "lost" or (self.state == "exited" and self.exit_code != 0)
+
+    def describe(self, task_name: str) -> str:
+        """Why replica ``task_name`` ended, in words (for a failed one)."""
+        if self.state == "lost":
+            return f"The replica {task_name} is gone: {self.message}."
+        code = self.exit_code
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            return f"The replica {task_name} was killed by signal {name}."
+        return f"The replica {task_name} exited with a non-zero status of {code}."
 
 
 class Executor(abc.ABC):
@@ -118,7 +159,7 @@ class Executor(abc.ABC):
     def capacity(self) -> Capacity:
         """What this executor can hand out to replicas, in all and per node (default: this
         machine, as the local executor counts it)."""
-        from mlengine.training.executors.local import machine_capacity
+        from mlengine.jobs.resources import machine_capacity
 
         return machine_capacity(getattr(self, "settings", None))
 
@@ -129,8 +170,7 @@ class Executor(abc.ABC):
 
     def place(self, job_key: str, requests: list[ReplicaRequest], port_range: tuple[int, int]) -> Placement:
         """Reserve the job's replicas on this machine (127.0.0.1, one held port each)."""
-        from mlengine.training.cluster import ReplicaSpec
-        from mlengine.training.ports import reserve_ports
+        from mlengine.jobs.ports import reserve_ports
 
         ports = reserve_ports(len(requests), port_range)
         specs = [ReplicaSpec(r.task_type, r.index, "127.0.0.1", p) for r, p in zip(requests, ports.ports, strict=True)]

@@ -8,21 +8,31 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mlengine.errors import Code, MLEngineError
+from mlengine.jobs.executors._base import (
+    Executor,
+    Placement,
+    ReplicaLaunch,
+    ReplicaRequest,
+    ReplicaSpec,
+    ReplicaStatus,
+)
 
 if TYPE_CHECKING:
     from mlengine.config import Settings
-    from mlengine.training.executors._base import Executor
+
+__all__ = ["Executor", "Placement", "ReplicaLaunch", "ReplicaRequest", "ReplicaSpec", "ReplicaStatus",
+           "create_executor"]
 
 EXECUTORS = ("local", "ray")
 
 
 def create_executor(settings: Settings) -> Executor:
     if settings.executor == "local":
-        from mlengine.training.executors.local import LocalExecutor
+        from mlengine.jobs.executors.local import LocalExecutor
 
         return LocalExecutor(settings)
     if settings.executor == "ray":
-        from mlengine.training.executors.ray import RayExecutor
+        from mlengine.jobs.executors.ray import RayExecutor
 
         return RayExecutor(settings)
     raise MLEngineError(

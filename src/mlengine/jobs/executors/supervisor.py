@@ -1,6 +1,6 @@
 """Replica supervisor: the small mlengine process that owns one trainer process.
 
-Run as ``python -m mlengine.training.executors.supervisor --task-name T --log-file F
+Run as ``python -m mlengine.jobs.executors.supervisor --task-name T --log-file F
 --status-file S --cwd D -- ARGV...`` in its own session (process group), detached from the
 control plane. It starts ARGV in the same process group, turns its stdout/stderr into
 timestamped JSON log lines (stdout → INFO; stderr → the level the line announces, else

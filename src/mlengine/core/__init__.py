@@ -1,0 +1,1 @@
+"""Shared primitives: names and labels, processes, environments, packaging, files, time."""

@@ -1,0 +1,66 @@
+"""Names and labels of resources, by the ``ml`` v1 naming rules (one home for every check).
+
+Every function raises ``INVALID_ARGUMENT`` naming the field, and returns the normalized value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from mlengine.errors import invalid
+
+#: Job, model and version ids: a letter, then letters, digits and underscores (128 at most).
+RESOURCE_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+JOB_ID_RE = RESOURCE_ID_RE
+LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+MAX_LABELS = 64
+
+
+def validate_job_id(job_id: Any) -> str:
+    if not isinstance(job_id, str) or not job_id:
+        raise invalid("jobId", "is required")
+    if not JOB_ID_RE.match(job_id):
+        raise invalid(
+            "jobId",
+            f"{job_id!r} is not a valid job id: it must start with a letter and contain only "
+            "letters, digits and underscores, at most 128 characters",
+        )
+    return job_id
+
+
+def short_name(value: Any, field: str, kind: str) -> str:
+    """A model or version name; a full resource name is accepted and reduced to its last part."""
+    if not isinstance(value, str) or not value:
+        raise invalid(field, f"the {kind} name is required")
+    name = value.rsplit("/", 1)[-1]
+    if not RESOURCE_ID_RE.match(name):
+        raise invalid(field, f"{kind} name {name!r} must start with a letter and hold at most 128 letters, "
+                      "digits or underscores")
+    return name
+
+
+def validate_labels(labels: Any, field: str = "labels") -> dict[str, str]:
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise invalid(field, "must be a map of strings")
+    if len(labels) > MAX_LABELS:
+        raise invalid(field, f"at most {MAX_LABELS} labels are allowed")
+    result: dict[str, str] = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
+            raise invalid(
+                f"{field}.{key}",
+                "label keys start with a lowercase letter and hold at most 63 lowercase "
+                "letters, digits, '_' or '-'",
+            )
+        if not isinstance(value, str) or not LABEL_VALUE_RE.match(value):
+            raise invalid(
+                f"{field}.{key}",
+                f"label value {value!r} must hold at most 63 lowercase letters, digits, '_' or '-'",
+            )
+        result[key] = value
+    return result

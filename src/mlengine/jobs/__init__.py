@@ -1,0 +1,1 @@
+"""The platform core: job kinds, the job lifecycle, the scheduler, executors, operations."""

@@ -1,0 +1,127 @@
+"""The training job kind: ``trainingInput`` → a gang of trainer replicas (master/chief,
+workers, parameter servers, evaluators) running the user's package.
+
+- validate: :func:`~mlengine.training.jobspec.validate_training_input`, machine types, and the
+  URIs the server will read (package archives are opened and checked);
+- plan: one replica per task, asking for its machine type's resources;
+- prepare: fetch the packages, install them into a cached environment, check the module exists;
+- command: ``python -m MODULE ARGS [--job-dir DIR]`` with ``TF_CONFIG``, ``CLUSTER_SPEC``,
+  ``CLOUD_ML_*`` and the PyTorch rendezvous variables;
+- outcome: the chief (``master``/``chief``) exiting 0 succeeds the job (parameter servers never
+  exit on their own); any replica failing fails it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from mlengine.core.names import validate_job_id, validate_labels
+from mlengine.errors import MLEngineError, invalid
+from mlengine.jobs.executors import Placement, ReplicaRequest
+from mlengine.jobs.kinds import JobKind, KindContext, Outcome, ReplicaCommand, ReplicaResult, Submission
+from mlengine.jobs.lifecycle import FAILED, SUCCEEDED
+from mlengine.jobs.paths import JobPaths
+from mlengine.store.models import JobRow
+from mlengine.training import cluster
+from mlengine.training.jobspec import validate_training_input
+from mlengine.training.machines import machine_table, replica_resources
+from mlengine.training.preparation import ModuleProbe, fetch_packages
+
+CHIEF_TYPES = ("master", "chief")
+
+
+def replica_requests(training_input: Mapping[str, Any], table: Mapping[str, Any]) -> list[ReplicaRequest]:
+    """One request per replica, in launch order, asking for its machine type's resources."""
+    counts = cluster.replica_counts(training_input)
+    per_type = replica_resources(training_input, counts, table)
+    return [ReplicaRequest(task_type, index, per_type[task_type])
+            for task_type in cluster.TASK_ORDER for index in range(counts.get(task_type, 0))]
+
+
+def check_uris(training_input: Mapping[str, Any]) -> None:
+    """Package URIs must be usable (local archives are opened and checked); so must jobDir."""
+    from mlengine.core.packaging import validate_package_archive
+    from mlengine.storage import uris
+
+    for i, uri in enumerate(training_input["packageUris"]):
+        field = f"trainingInput.packageUris[{i}]"
+        uris.check_usable(uri, field)
+        if uris.is_local(uri):
+            path = uris.local_path(uri)
+            if not path.is_file():
+                raise invalid(field, f"{uri} does not exist or is not a file readable by the server")
+            try:
+                validate_package_archive(path)
+            except MLEngineError as exc:
+                raise invalid(field, exc.message) from None
+    job_dir = training_input.get("jobDir")
+    if job_dir:
+        uris.check_usable(job_dir, "trainingInput.jobDir")
+
+
+class TrainingKind(JobKind):
+    name: ClassVar[str] = "training"
+    input_field: ClassVar[str] = "trainingInput"
+    output_field: ClassVar[str] = "trainingOutput"
+
+    def __init__(self, context: KindContext, env_cache: Any) -> None:
+        self.context = context
+        self.env_cache = env_cache
+        self._module_probe = ModuleProbe(context.settings.home)
+
+    def accepts(self, body: Mapping[str, Any]) -> bool:
+        ti = body.get("trainingInput")
+        return ti is not None and not (isinstance(ti, Mapping) and ti.get("hyperparameters") is not None)
+
+    def _table(self) -> Mapping[str, Any]:
+        return machine_table(self.context.settings.machine_types_path)
+
+    def validate(self, project: str, body: Mapping[str, Any]) -> Submission:
+        job_id = validate_job_id(body.get("jobId"))
+        labels = validate_labels(body.get("labels"))
+        spec = validate_training_input(body.get("trainingInput"))
+        replica_requests(spec.training_input, self._table())  # unknown machine types, bad accelerators
+        check_uris(spec.training_input)
+        return Submission(job_id, spec.training_input, labels, spec.max_running_seconds, spec.max_wait_seconds)
+
+    def plan(self, job: JobRow) -> list[ReplicaRequest]:
+        return replica_requests(job.input, self._table())
+
+    def prepare(self, job: JobRow, paths: JobPaths, log: Any) -> Any:
+        packages = fetch_packages(job, paths)
+        env = self.env_cache.prepare(packages, log=log)
+        self._module_probe.check(job, env)
+        paths.metric_file.parent.mkdir(parents=True, exist_ok=True)
+        return env
+
+    def hyperparameters(self, job: JobRow) -> dict[str, Any] | None:
+        """``--name=value`` arguments of a tuning trial (none for a plain training job)."""
+        return None
+
+    def trial_id(self, job: JobRow) -> str | None:
+        return None
+
+    def command(self, job: JobRow, prepared: Any, placement: Placement, position: int,
+                paths: JobPaths) -> ReplicaCommand:
+        ti = job.input
+        me = placement.replicas[position]
+        argv = cluster.trainer_argv(prepared.python, ti["pythonModule"], ti.get("args", []),
+                                    ti.get("jobDir"), self.hyperparameters(job))
+        env = {
+            **prepared.env_vars(),
+            **cluster.replica_environment(
+                job_id=job.job_id, replicas=placement.replicas, me=me, training_input=ti,
+                metric_file=str(paths.metric_file), trial=self.trial_id(job),
+            ),
+        }
+        return ReplicaCommand(argv, env)
+
+    def outcome(self, job: JobRow, replicas: list[ReplicaResult]) -> Outcome | None:
+        for replica in replicas:
+            if replica.status.failed:
+                return Outcome(FAILED, replica.status.describe(replica.task_name))
+        chief = next((r for r in replicas if r.task_type in CHIEF_TYPES), None)
+        if chief is not None and chief.status.state == "exited" and chief.status.exit_code == 0:
+            return Outcome(SUCCEEDED)
+        return None
