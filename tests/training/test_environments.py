@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from mlengine.errors import Code, MLEngineError
 from mlengine.core.environments import EnvironmentCache, PreparedEnvironment
 from mlengine.core.packaging import build_sdist
+from mlengine.errors import Code, MLEngineError
 
 
 def make_sdist(tmp: Path, name: str, requires: list[str], body: str = "") -> Path:

@@ -21,8 +21,8 @@ from tests.raycluster import TestRay, start_cluster, use_in_this_process
 
 from mlengine.config import load_settings
 from mlengine.jobs.executors._base import Executor, Placement, ReplicaLaunch, ReplicaRequest
-from mlengine.jobs.resources import Resources
 from mlengine.jobs.ports import parse_range
+from mlengine.jobs.resources import Resources
 
 pytestmark = pytest.mark.slow
 

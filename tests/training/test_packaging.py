@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from mlengine.errors import Code, MLEngineError
 from mlengine.core.packaging import (
     build_sdist,
     dist_name,
@@ -18,6 +17,7 @@ from mlengine.core.packaging import (
     sha256_file,
     validate_package_archive,
 )
+from mlengine.errors import Code, MLEngineError
 
 
 def write_trainer(root: Path, name: str = "trainer") -> Path:
