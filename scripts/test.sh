@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh), lint (ruff, mypy), then run the test suite (pytest).
+# Set up (scripts/setup.sh), lint (ruff, mypy, import contracts), then run the test suite (pytest).
 #
 #   scripts/test.sh [PYTEST ARGS...]
 #
@@ -9,7 +9,7 @@
 #   scripts/test.sh -m "not e2e" -k filter   # select by marker / keyword
 #   MLE_TEST_LINT=0 scripts/test.sh tests/test_infra.py   # skip ruff and mypy
 #
-# Lint runs first and fails fast: if ruff or mypy reports anything, pytest is not
+# Lint runs first and fails fast: if ruff, mypy or lint-imports reports anything, pytest is not
 # run and the exit status is 1. Otherwise the exit status is pytest's, except that
 # "no tests ran" (pytest's exit 5) is a failure too.
 set -uo pipefail
@@ -27,6 +27,8 @@ if [ "${MLE_TEST_LINT:-1}" != "0" ]; then
     "$VPY" -m ruff check src tests || lint_failed=1
     echo "==> mypy"
     "$VPY" -m mypy || lint_failed=1
+    echo "==> lint-imports (the layer map of docs/architecture.md)"
+    "$ROOT/.venv/bin/lint-imports" || lint_failed=1
     if [ "$lint_failed" -ne 0 ]; then
         echo "test.sh: lint failed (ruff/mypy above); not running pytest. MLE_TEST_LINT=0 skips lint." >&2
         exit 1

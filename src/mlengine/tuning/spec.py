@@ -76,16 +76,22 @@ class ParamSpec:
     def reversed(self) -> bool:
         return self.scale == "UNIT_REVERSE_LOG_SCALE" and self.type in ("DOUBLE", "INTEGER")
 
+    def bounds(self) -> tuple[float, float]:
+        """(minValue, maxValue) of a DOUBLE or INTEGER parameter (validation guarantees both)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"parameter {self.name} of type {self.type} has no bounds")
+        return self.low, self.high
+
     def distribution(self) -> Any:
         """The Optuna distribution the sampler draws this parameter's internal value from."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         if self.type == "DOUBLE":
-            assert self.low is not None and self.high is not None
-            return FloatDistribution(self.low, self.high, log=self.log)
+            low, high = self.bounds()
+            return FloatDistribution(low, high, log=self.log)
         if self.type == "INTEGER":
-            assert self.low is not None and self.high is not None
-            return IntDistribution(int(self.low), int(self.high), log=self.log)
+            low, high = self.bounds()
+            return IntDistribution(int(low), int(high), log=self.log)
         if self.type == "CATEGORICAL":
             return CategoricalDistribution(list(self.categories))
         return IntDistribution(0, len(self.discrete) - 1)
@@ -93,8 +99,8 @@ class ParamSpec:
     def grid_values(self) -> list[Any]:
         """Internal values of every grid point (INTEGER, CATEGORICAL, DISCRETE only)."""
         if self.type == "INTEGER":
-            assert self.low is not None and self.high is not None
-            return list(range(int(self.low), int(self.high) + 1))
+            low, high = self.bounds()
+            return list(range(int(low), int(high) + 1))
         if self.type == "CATEGORICAL":
             return list(self.categories)
         if self.type == "DISCRETE":
@@ -103,8 +109,8 @@ class ParamSpec:
 
     def grid_size(self) -> int:
         if self.type == "INTEGER":
-            assert self.low is not None and self.high is not None
-            return int(self.high) - int(self.low) + 1
+            low, high = self.bounds()
+            return int(high) - int(low) + 1
         return len(self.categories) if self.type == "CATEGORICAL" else len(self.discrete)
 
     def external(self, internal: Any) -> str:
@@ -113,15 +119,15 @@ class ParamSpec:
             return str(internal)
         if self.type == "DISCRETE":
             return format_number(self.discrete[int(internal)])
-        assert self.low is not None and self.high is not None
+        low, high = self.bounds()
         if self.type == "INTEGER":
             value = int(internal)
             if self.reversed:
-                value = int(self.low) + int(self.high) - value
+                value = int(low) + int(high) - value
             return str(value)
         number = float(internal)
         if self.reversed:
-            number = min(max(self.low + self.high - number, self.low), self.high)
+            number = min(max(low + high - number, low), high)
         return repr(number)
 
 

@@ -1,0 +1,1 @@
+"""Online prediction: models, versions, replicas, the router, predictors per framework."""

@@ -1,0 +1,1 @@
+"""One predictor per framework (see :mod:`._base` for the contract)."""
