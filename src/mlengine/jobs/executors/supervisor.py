@@ -28,6 +28,8 @@ import sys
 import threading
 from typing import IO, Any
 
+from mlengine.core.files import write_atomic
+
 _LEVEL_RE = re.compile(
     r"^\s*(?:\[?(?P<word>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL)\b\]?|(?P<glog>[IWEF])\d{4} )"
 )
@@ -72,17 +74,7 @@ class LogWriter:
 
 
 def write_status(path: str, status: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(status, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, json.dumps(status), durable=True)
 
 
 def _watch_parent(parent: int, status_file: str, log: LogWriter, started: str) -> None:
