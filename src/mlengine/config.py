@@ -159,6 +159,11 @@ class Settings(BaseSettings):
         "on: fork replicas from per-framework processes that pre-import it; off: fresh interpreters.",
         default="on",
     )
+    serving_backend: Literal["local"] = _env(
+        "MLE_SERVING_BACKEND",
+        "Where model replicas run: local (processes on this machine, reached over unix sockets).",
+        default="local",
+    )
     model_max_files: PositiveInt = _env(
         "MLE_MODEL_MAX_FILES", "Most files a version's deploymentUri may hold.", default=1000)
     model_max_bytes: PositiveInt = _env(

@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI
 
 import mlengine
 from mlengine.api import jobs, models, system
-from mlengine.api.auth import TokenCache, authorize
+from mlengine.api.auth import TokenCache, authorize, authorize_predict
 from mlengine.api.errors import install_error_handlers
 
 
@@ -36,7 +36,7 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
     app.router.routes.extend(models.PREDICT_ROUTES)
     from mlengine.prediction.router import PredictMiddleware
 
-    app.add_middleware(PredictMiddleware)
+    app.add_middleware(PredictMiddleware, authorize=authorize_predict)
     return app
 
 

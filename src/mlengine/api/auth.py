@@ -9,7 +9,9 @@ time, and never logged.
 from __future__ import annotations
 
 import hmac
+import json
 import threading
+from typing import Any
 
 from fastapi import Request
 from starlette.routing import Route
@@ -100,23 +102,49 @@ def route_permission(request: Request) -> str:
 
 async def authorize(request: Request) -> None:
     """FastAPI dependency applied to every route."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    cache: TokenCache = request.app.state.tokens
+    name, role = authenticate(cache, request.headers.get("authorization", ""))
+    require(name, role, route_permission(request))
+    request.state.principal = name
+
+
+def authenticate(tokens: TokenCache, authorization: str) -> tuple[str, str]:
+    """``(name, role)`` of the token a bearer ``Authorization`` header carries; UNAUTHENTICATED otherwise."""
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise MLEngineError(
             Code.UNAUTHENTICATED,
             "Request is missing a valid bearer token (header 'Authorization: Bearer TOKEN'; "
             "get one with `mle auth print-access-token`).",
         )
-    cache: TokenCache = request.app.state.tokens
-    identity = cache.lookup(token.strip())
+    identity = tokens.lookup(token.strip())
     if identity is None:
         raise MLEngineError(Code.UNAUTHENTICATED, "The bearer token is not valid (unknown or revoked).")
-    name, role = identity
-    permission = route_permission(request)
+    return identity
+
+
+def require(name: str, role: str, permission: str) -> None:
+    """PERMISSION_DENIED unless ``role`` has ``permission``."""
     if not role_allows(role, permission):
         raise MLEngineError(
             Code.PERMISSION_DENIED,
             f"Permission '{permission}' denied: token '{name}' has role '{role}'.",
         )
-    request.state.principal = name
+
+
+def error_triple(error: MLEngineError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """``(status, body, headers)`` of an error in the Google shape, for raw ASGI handlers."""
+    extra = [(b"www-authenticate", b"Bearer")] if error.code is Code.UNAUTHENTICATED else []
+    return error.code.http_status, json.dumps(error.to_dict()).encode(), extra
+
+
+PREDICT_PERMISSION = "ml.models.predict"
+
+
+def authorize_predict(app: Any, authorization: bytes | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+    """The :data:`mlengine.prediction.router.Authorizer` of the predict routes."""
+    try:
+        require(*authenticate(app.state.tokens, (authorization or b"").decode("latin-1")), PREDICT_PERMISSION)
+    except MLEngineError as error:
+        return error_triple(error)
+    return None

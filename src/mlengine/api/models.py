@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
+from mlengine.api.auth import authorize_predict
 from mlengine.api.body import read_json
 from mlengine.prediction.router import PredictEndpoint
 
@@ -24,8 +25,8 @@ OPERATIONS = "/v1/projects/{project}/operations"
 
 #: Raw ASGI routes of online prediction (see mlengine.prediction.router).
 PREDICT_ROUTES = [
-    Route(MODELS + "/{model}:predict", PredictEndpoint(), methods=["POST"]),
-    Route(VERSIONS + "/{version}:predict", PredictEndpoint(), methods=["POST"]),
+    Route(MODELS + "/{model}:predict", PredictEndpoint(authorize_predict), methods=["POST"]),
+    Route(VERSIONS + "/{version}:predict", PredictEndpoint(authorize_predict), methods=["POST"]),
 ]
 
 

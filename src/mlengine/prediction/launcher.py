@@ -1,4 +1,4 @@
-"""Starting replica processes for the control plane: from zygotes, or fresh interpreters.
+"""Starting replica processes for the ``local`` replica backend: from zygotes, or fresh interpreters.
 
 Contract
 --------
@@ -6,9 +6,9 @@ Contract
   caller connects to its socket and waits for ``READY``/``FAILED`` (see
   :mod:`mlengine.prediction.replica`). It never loads a model itself.
 - With zygotes on (``MLE_SERVING_ZYGOTES=on``, the default) the replica is forked from the
-  zygote of its framework kind, started on first use and kept for the server's lifetime
-  (:meth:`Launcher.warm` starts one ahead of time). A zygote that refuses (the version's
-  packages would shadow a module it imported) or cannot start means a fresh interpreter.
+  zygote of its framework kind, started on first use and kept for the server's lifetime. A
+  zygote that refuses (the version's packages would shadow a module it imported) or cannot
+  start means a fresh interpreter.
 - Everything here runs on the control plane's event loop; zygote requests are serialized per
   zygote. Zygotes exit when the server closes their connection (or dies); replicas exit when
   their router connection closes, so nothing outlives the server for long.
@@ -137,11 +137,6 @@ class Launcher:
 
     def new_socket_path(self) -> str:
         return str(self.sock_dir / f"r{self._prefix}-{next(self._counter)}.sock")
-
-    async def warm(self, kind: str) -> None:
-        if self.use_zygotes:
-            with contextlib.suppress(Exception):
-                await self._zygote(kind)
 
     async def _zygote(self, kind: str) -> _Zygote | None:
         lock = self._zygote_locks.setdefault(kind, asyncio.Lock())

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import shutil
@@ -32,8 +31,9 @@ from typing import Any
 from mlengine.config import Settings
 from mlengine.errors import Code, MLEngineError
 from mlengine.prediction import deploy, specs
-from mlengine.prediction.launcher import Launcher, zygote_kind
-from mlengine.prediction.pool import ReplicaStartError, Result, Scaling, VersionPool, error_result
+from mlengine.prediction.backends import ReplicaBackend, ReplicaStartError, ReplicaTemplate, create_backend
+from mlengine.prediction.launcher import zygote_kind
+from mlengine.prediction.pool import Result, Scaling, VersionPool, error_result
 from mlengine.prediction.replica import ReplicaConfig
 from mlengine.prediction.service import VERSION_TYPE, finish_operation
 from mlengine.store.serving import ModelRow, OperationRow, ServingRepository, VersionRow
@@ -65,13 +65,12 @@ class ServingManager:
         self.routes: dict[tuple[str, str], ModelRoute] = {}
         self.creating: dict[int, asyncio.Task[None]] = {}
         self.deleting: dict[int, asyncio.Task[None]] = {}
-        self.launcher: Launcher | None = None
+        self.backend: ReplicaBackend = create_backend(settings)
         self._ticker: asyncio.Task[None] | None = None
         self._flushed: dict[int, float] = {}
 
     # Lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        self.launcher = Launcher(self.settings)
         for model in await asyncio.to_thread(self.repo.all_models):
             await self.reconcile_model(model.project, model.name)
         for op in await asyncio.to_thread(self.repo.pending_operations):
@@ -92,8 +91,7 @@ class ServingManager:
                     version.pool.close()
         await asyncio.sleep(0)
         await self._flush_last_use(force=True)
-        if self.launcher is not None:
-            self.launcher.close()
+        await self.backend.close()
 
     async def _tick_loop(self) -> None:
         last_flush = time.monotonic()
@@ -224,6 +222,10 @@ class ServingManager:
         return Scaling(min_nodes=minimum, max_nodes=maximum, **common)
 
     def _make_pool(self, model: ModelRow, row: VersionRow) -> VersionPool:
+        label = f"version {row.name} of model {model.name}"
+        return VersionPool(label, self._scaling(row.spec), self.backend, self._template(model, row, label))
+
+    def _template(self, model: ModelRow, row: VersionRow, label: str) -> ReplicaTemplate:
         internal, spec = row.internal, row.spec
         config = ReplicaConfig(
             model_dir=internal["modelDir"], framework=internal["framework"],
@@ -232,18 +234,11 @@ class ServingManager:
             batch_wait_ms=self.settings.predict_batch_wait_ms,
             accept_timeout=self.settings.serving_start_timeout_seconds,
         )
-        root = Path(internal["root"])
-        kind = internal.get("zygoteKind") or "base"
-        counter = itertools.count(1)
-        launcher = self.launcher
-        assert launcher is not None
-
-        async def launch() -> Any:
-            log_path = root / "logs" / f"replica-{int(time.time())}-{next(counter)}.log"
-            return await launcher.launch(kind, config, log_path, root / "replica.json")
-
-        label = f"version {row.name} of model {model.name}"
-        return VersionPool(label, self._scaling(spec), launch)
+        return ReplicaTemplate(
+            key=f"{model.project}/{model.name}/{row.name}#{row.id}", label=label, config=config,
+            root=Path(internal["root"]), runtime_kind=internal.get("zygoteKind") or "base",
+            start_timeout=self.settings.serving_start_timeout_seconds,
+        )
 
     # Creating and deleting versions ------------------------------------------------------------
     def _stage(self, model: ModelRow, row: VersionRow) -> dict[str, Any]:

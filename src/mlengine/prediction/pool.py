@@ -3,8 +3,10 @@
 Contract
 --------
 - Everything runs on the control plane's event loop; nothing here blocks.
-- :meth:`VersionPool.predict` forwards a raw request body to the least busy ready replica over
-  its unix socket and returns ``(status, body, headers)``. It never hangs: a replica that
+- :meth:`VersionPool.predict` forwards a raw request body to the least busy ready replica
+  (through its :class:`~mlengine.prediction.backends.ReplicaChannel`; the
+  :class:`~mlengine.prediction.backends.ReplicaBackend` starts replicas and connects them) and
+  returns ``(status, body, headers)``. It never hangs: a replica that
   crashes fails its requests with 503; a request past ``MLE_PREDICT_TIMEOUT`` gets 504 (and
   the replica, considered stuck, is replaced); more than ``MLE_PREDICT_QUEUE_LIMIT`` requests
   in flight per replica get 429 at once. With no replica (scaled to zero, or all crashed) the
@@ -22,28 +24,20 @@ import asyncio
 import contextlib
 import logging
 import math
-import signal
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-from mlengine.prediction import jsonio, protocol
-from mlengine.prediction.launcher import ReplicaProcess
+from mlengine.prediction import jsonio
+from mlengine.prediction.backends import ReplicaBackend, ReplicaChannel, ReplicaStartError, ReplicaTemplate, Result
 
 log = logging.getLogger("mlengine.serving")
-Result = tuple[int, bytes, list[tuple[bytes, bytes]]]
 RETRY = [(b"retry-after", b"1")]
-PING_EVERY = 5.0
-PONG_TIMEOUT = 30.0
+
+__all__ = ["ReplicaStartError", "Result", "Scaling", "VersionPool", "error_result"]
 
 
 def error_result(status: int, message: str, retry: bool = False) -> Result:
     return status, jsonio.error_body(message), RETRY if retry else []
-
-
-class ReplicaStartError(Exception):
-    """A replica did not become ready; the message is the loader's (or why it died)."""
 
 
 @dataclass
@@ -61,103 +55,18 @@ class Scaling:
         return self.max_nodes if self.manual else self.min_nodes
 
 
-class Replica(asyncio.Protocol):
-    def __init__(self, pool: VersionPool, process: ReplicaProcess) -> None:
-        self.pool = pool
-        self.process = process
-        self.loop = asyncio.get_running_loop()
-        self.reader = protocol.FrameReader()
-        self.transport: Any = None
-        self.pending: dict[int, tuple[asyncio.Future[Result], float]] = {}
-        self.next_id = 1
-        self.greeting: asyncio.Future[tuple[int, bytes]] = self.loop.create_future()
-        self.ready = False
-        self.closed = False
-        self.stopping = False
-        self.last_seen = time.monotonic()
-        self.ping_sent = 0.0
-
-    # asyncio.Protocol --------------------------------------------------------------------
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.last_seen = time.monotonic()
-        for kind, request_id, payload in self.reader.feed(data):
-            if kind == protocol.REPLY:
-                entry = self.pending.pop(request_id, None)
-                if entry is not None and not entry[0].done():
-                    entry[0].set_result((protocol.STATUS.unpack_from(payload)[0], payload[2:], []))
-            elif kind in (protocol.READY, protocol.FAILED) and not self.greeting.done():
-                self.greeting.set_result((kind, payload))
-            elif kind == protocol.PONG:
-                self.ping_sent = 0.0
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.greeting.done():
-            self.greeting.set_result((protocol.FAILED, b""))
-        if self.pending:
-            message = (f"The replica serving {self.pool.label} stopped while handling the request "
-                       f"({self.process.exit_description()}); the request was not completed. Retry it.")
-            if self.stopping:
-                message = f"The replica serving {self.pool.label} was stopped; retry the request."
-            result = error_result(503, message, retry=True)
-            for future, _ in self.pending.values():
-                if not future.done():
-                    future.set_result(result)
-            self.pending.clear()
-        self.pool.replica_lost(self)
-
-    # Requests ----------------------------------------------------------------------------
-    def send(self, body: bytes, deadline: float) -> asyncio.Future[Result]:
-        request_id = self.next_id
-        self.next_id = request_id + 1 if request_id < 0xFFFFFFF0 else 1
-        future: asyncio.Future[Result] = self.loop.create_future()
-        self.pending[request_id] = (future, deadline)
-        self.transport.write(protocol.frame(protocol.PREDICT, request_id, body))
-        return future
-
-    def expire(self, now: float) -> bool:
-        """Fail requests past their deadline with 504; True if any did (the replica is stuck)."""
-        expired = [rid for rid, (_, deadline) in self.pending.items() if deadline <= now]
-        for rid in expired:
-            future, _ = self.pending.pop(rid)
-            if not future.done():
-                future.set_result(error_result(
-                    504, f"The prediction did not finish within {self.pool.scaling.timeout:g} s "
-                    f"(MLE_PREDICT_TIMEOUT); the replica serving {self.pool.label} is being replaced."))
-        return bool(expired)
-
-    def ping(self, now: float) -> bool:
-        """Ping an idle replica; False when an earlier ping went unanswered for too long."""
-        if self.pending or self.closed:
-            return True
-        if self.ping_sent and now - self.ping_sent > PONG_TIMEOUT:
-            return False
-        if not self.ping_sent and now - self.last_seen > PING_EVERY:
-            self.ping_sent = now
-            self.transport.write(protocol.frame(protocol.PING, 0))
-        return True
-
-    def stop(self, kill_after: float = 3.0) -> None:
-        self.stopping = True
-        if self.transport is not None and not self.closed:
-            self.transport.close()
-        self.process.signal(signal.SIGTERM)
-        self.loop.call_later(kill_after, self.process.signal, signal.SIGKILL)
-
-
 class VersionPool:
-    def __init__(self, label: str, scaling: Scaling,
-                 launch: Callable[[], Awaitable[ReplicaProcess]]) -> None:
+    """The replicas of one version (see the module contract); the channels' owner."""
+
+    def __init__(self, label: str, scaling: Scaling, backend: ReplicaBackend, template: ReplicaTemplate) -> None:
         self.label = label
         self.scaling = scaling
-        self.launch = launch
+        self.backend = backend
+        self.template = template
         self.loop = asyncio.get_running_loop()
-        self.replicas: list[Replica] = []
-        self.starting: set[asyncio.Task[Replica]] = set()
-        self.waiters: list[asyncio.Future[Replica | Result]] = []
+        self.replicas: list[ReplicaChannel] = []
+        self.starting: set[asyncio.Task[ReplicaChannel]] = set()
+        self.waiters: list[asyncio.Future[ReplicaChannel | Result]] = []
         self.inflight = 0
         self.last_request = time.monotonic()
         self.used = False
@@ -198,12 +107,12 @@ class VersionPool:
             self._changed = end
             self.inflight -= 1
 
-    async def _wait_for_replica(self) -> Replica | Result:
+    async def _wait_for_replica(self) -> ReplicaChannel | Result:
         if self.closed:
             return error_result(503, f"{self.label} is not serving.", retry=True)
         if not self.starting:
             self.start_replicas(1)
-        waiter: asyncio.Future[Replica | Result] = self.loop.create_future()
+        waiter: asyncio.Future[ReplicaChannel | Result] = self.loop.create_future()
         self.waiters.append(waiter)
         try:
             return await asyncio.wait_for(waiter, self.scaling.start_timeout)
@@ -214,14 +123,14 @@ class VersionPool:
             with contextlib.suppress(ValueError):
                 self.waiters.remove(waiter)
 
-    def _wake(self, value: Replica | Result) -> None:
+    def _wake(self, value: ReplicaChannel | Result) -> None:
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(value)
 
     # Replica lifecycle ---------------------------------------------------------------------
-    def start_replicas(self, count: int) -> list[asyncio.Task[Replica]]:
+    def start_replicas(self, count: int) -> list[asyncio.Task[ReplicaChannel]]:
         tasks = []
         for _ in range(count):
             task = self.loop.create_task(self._start_one())
@@ -231,35 +140,14 @@ class VersionPool:
         self._last_scale = time.monotonic()
         return tasks
 
-    async def _start_one(self) -> Replica:
-        process = await self.launch()
-        replica = Replica(self, process)
-        deadline = time.monotonic() + self.scaling.start_timeout
-        while True:
-            try:
-                await self.loop.create_unix_connection(lambda: replica, process.socket_path)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if not process.alive():
-                    raise ReplicaStartError(_died(process)) from None
-                if time.monotonic() > deadline:
-                    process.signal(signal.SIGKILL)
-                    raise ReplicaStartError(f"the replica did not open its socket within "
-                                            f"{self.scaling.start_timeout:g} s") from None
-                await asyncio.sleep(0.005)
-        try:
-            kind, payload = await asyncio.wait_for(replica.greeting, max(1.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            replica.stop(0.1)
-            raise ReplicaStartError(f"the model did not load within {self.scaling.start_timeout:g} s "
-                                    "(MLE_SERVING_START_TIMEOUT)") from None
-        if kind != protocol.READY:
-            replica.stop(1.0)
-            raise ReplicaStartError(payload.decode(errors="replace") or _died(process))
-        replica.info = jsonio.loads(payload)  # type: ignore[attr-defined]
-        return replica
+    async def _start_one(self) -> ReplicaChannel:
+        return await self.backend.start_replica(self.template, self)
 
-    def _started(self, task: asyncio.Task[Replica]) -> None:
+    @property
+    def request_timeout(self) -> float:
+        return self.scaling.timeout
+
+    def _started(self, task: asyncio.Task[ReplicaChannel]) -> None:
         self.starting.discard(task)
         if task.cancelled():
             return
@@ -274,18 +162,16 @@ class VersionPool:
         if self.closed or replica.closed:
             replica.stop()
             return
-        replica.ready = True
         self.last_error = ""
         self.replicas.append(replica)
         self._wake(replica)
 
-    def replica_lost(self, replica: Replica) -> None:
+    def replica_lost(self, replica: ReplicaChannel) -> None:
         if replica in self.replicas:
             self.replicas.remove(replica)
             if not replica.stopping:
-                log.warning("a replica of %s stopped (%s); replacing it", self.label,
-                            replica.process.exit_description())
-                replica.process.signal(signal.SIGKILL)
+                log.warning("a replica of %s stopped (%s); replacing it", self.label, replica.describe_exit())
+                replica.stop(0.0)
                 self.loop.call_soon(self.tick)
 
     # Scaling -------------------------------------------------------------------------------
@@ -335,14 +221,3 @@ class VersionPool:
         self.replicas.clear()
         self._wake(error_result(503, f"{self.label} is no longer served.", retry=True))
 
-
-def _died(process: ReplicaProcess) -> str:
-    tail = ""
-    with contextlib.suppress(OSError):
-        with open(process.log_path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 2000))
-            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
-        tail = lines[-1] if lines else ""
-    return f"the replica process exited before loading the model ({process.exit_description()})" + (
-        f": {tail}" if tail else "")

@@ -1,8 +1,9 @@
 """The predict route, as a plain ASGI handler in front of FastAPI (the hot path).
 
 ``POST /v1/projects/{p}/models/{m}[/versions/{v}]:predict`` is answered here without FastAPI's
-routing, dependency injection or Request objects: parse the path, check the bearer token
-(permission ``ml.models.predict``, same table and cache as every other route), refuse
+routing, dependency injection or Request objects: parse the path, check the bearer token with
+the :data:`Authorizer` the api layer hands in (permission ``ml.models.predict``, same table and
+cache as every other route), refuse
 non-JSON content types, read the body under the size limit (``Content-Length`` checked before
 reading, chunked bodies counted as they arrive; 413 either way), resolve the version in the
 serving manager's in-memory table and forward the raw body to a replica. The replica's answer
@@ -17,10 +18,9 @@ enumerable (permission test) and work even without the middleware.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from mlengine.api.auth import role_allows
-from mlengine.errors import Code, MLEngineError
 from mlengine.prediction import jsonio
 from mlengine.prediction.pool import Result, error_result
 
@@ -30,6 +30,9 @@ SUFFIX = ":predict"
 _JSON_TYPES = (b"application/json", b"text/plain", b"application/x-www-form-urlencoded")
 
 Scope = dict[str, Any]
+#: ``authorize(app, authorization header)``: None to go on, or the ``(status, body, headers)``
+#: to answer (401/403 in the Google error shape). Must not block: it runs on every request.
+Authorizer = Callable[[Any, "bytes | None"], "Result | None"]
 
 
 def parse_path(path: str) -> tuple[str, str, str | None] | None:
@@ -54,29 +57,6 @@ async def _send(send: Any, status: int, body: bytes, extra: list[tuple[bytes, by
     await send({"type": "http.response.body", "body": body})
 
 
-def _google_error(error: MLEngineError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    extra = [(b"www-authenticate", b"Bearer")] if error.code is Code.UNAUTHENTICATED else []
-    return error.code.http_status, jsonio.dumps(error.to_dict()), extra
-
-
-def _authorize(app: Any, authorization: bytes | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
-    scheme, _, token = (authorization or b"").decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return _google_error(MLEngineError(
-            Code.UNAUTHENTICATED,
-            "Request is missing a valid bearer token (header 'Authorization: Bearer TOKEN'; "
-            "get one with `mle auth print-access-token`).",
-        ))
-    identity = app.state.tokens.lookup(token.strip())
-    if identity is None:
-        return _google_error(MLEngineError(Code.UNAUTHENTICATED, "The bearer token is not valid (unknown or revoked)."))
-    name, role = identity
-    if not role_allows(role, PERMISSION):
-        return _google_error(MLEngineError(
-            Code.PERMISSION_DENIED, f"Permission '{PERMISSION}' denied: token '{name}' has role '{role}'."))
-    return None
-
-
 async def _read_body(receive: Any, limit: int) -> bytes | Result | None:
     chunks: list[bytes] = []
     size = 0
@@ -95,7 +75,7 @@ async def _read_body(receive: Any, limit: int) -> bytes | Result | None:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def handle_predict(scope: Scope, receive: Any, send: Any) -> None:
+async def handle_predict(scope: Scope, receive: Any, send: Any, authorize: Authorizer) -> None:
     """The ASGI handler of both predict routes."""
     app = scope["app"]
     target = parse_path(scope["path"])
@@ -110,7 +90,7 @@ async def handle_predict(scope: Scope, receive: Any, send: Any) -> None:
             content_type = value
         elif key == b"content-length":
             length = value
-    denied = _authorize(app, authorization)
+    denied = authorize(app, authorization)
     if denied is not None:
         await _send(send, *denied)
         return
@@ -150,8 +130,9 @@ async def handle_predict(scope: Scope, receive: Any, send: Any) -> None:
 class PredictMiddleware:
     """Answers predict calls before FastAPI routing; passes everything else through."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, authorize: Authorizer) -> None:
         self.app = app
+        self.authorize = authorize
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if (
@@ -159,7 +140,7 @@ class PredictMiddleware:
             and parse_path(scope["path"]) is not None
             and getattr(scope["app"].state, "serving", None) is not None
         ):
-            await handle_predict(scope, receive, send)
+            await handle_predict(scope, receive, send, self.authorize)
             return
         await self.app(scope, receive, send)
 
@@ -167,8 +148,11 @@ class PredictMiddleware:
 class PredictEndpoint:
     """The routes' endpoint (an ASGI app, so Starlette passes the raw scope)."""
 
+    def __init__(self, authorize: Authorizer) -> None:
+        self.authorize = authorize
+
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if getattr(scope["app"].state, "serving", None) is None:
             await _send(send, 503, jsonio.error_body("Online prediction is not enabled on this server."))
             return
-        await handle_predict(scope, receive, send)
+        await handle_predict(scope, receive, send, self.authorize)
