@@ -24,7 +24,7 @@ class FakeExecutor(Executor):
         self._lock = threading.Lock()
 
     def capacity(self) -> Capacity:
-        total = Resources(self.cpus, 8, 0)
+        total = Resources(self.cpus, 64, 0)
         return Capacity(total, [total], "the fake executor")
 
     def resource_mode(self) -> str:
