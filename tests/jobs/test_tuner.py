@@ -98,7 +98,8 @@ class Harness:
     def finish_trial(self, trial: JobRow, value: float | None, code: int = 0) -> None:
         if value is not None:
             metric = JobPaths.of(self.settings, "p", trial.job_id).metric_file
-            metric.write_text(json.dumps({"timestamp": time.time(), "accuracy": str(value), "global_step": "10"}) + "\n")
+            report = {"timestamp": time.time(), "accuracy": str(value), "global_step": "10"}
+            metric.write_text(json.dumps(report) + "\n")
         pid = int(self.repo.replicas(trial.id)[0].handle["pid"])
         self.executor.exit(pid, code)
         self.until(lambda: "outcome" in self.repo.get_by_pk(trial.id).kind_state)
