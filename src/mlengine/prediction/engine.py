@@ -15,18 +15,25 @@
 
 The same bytes in give the same bytes out whichever way they arrive, so ``mle local predict``
 and the server agree exactly (for a request predicted alone).
+
+Observers (:mod:`mlengine.prediction.observers`) see every parsed request and its predictions
+through an :class:`~mlengine.prediction.observers.ObserverHub`: without one, :meth:`Engine.handle`
+does no extra work; with one, it hands each answered request to the hub's queue and the
+observers run on the hub's thread.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from mlengine.prediction import jsonio
 from mlengine.prediction.frameworks._base import PredictionError, Predictor, Prepared
+from mlengine.prediction.observers import Observation, ObserverHub
 
 log = logging.getLogger("mlengine.replica")
 Reply = tuple[int, bytes]
@@ -72,11 +79,14 @@ def _unexpected(err: BaseException) -> PredictionError:
 class Engine:
     """Runs a :class:`Predictor` on batches of raw requests. Not thread-safe (one caller)."""
 
-    def __init__(self, predictor: Predictor, max_batch: int = 256) -> None:
+    def __init__(self, predictor: Predictor, max_batch: int = 256, observers: ObserverHub | None = None) -> None:
         self.predictor = predictor
         self.max_batch = max(1, max_batch)
+        self.observers = observers
 
     def handle(self, bodies: Sequence[bytes]) -> list[Reply]:
+        if self.observers is not None:
+            return self._handle_observed(bodies, self.observers)
         replies: list[Reply | None] = [None] * len(bodies)
         ready: list[tuple[int, Prepared]] = []
         for i, body in enumerate(bodies):
@@ -85,10 +95,41 @@ class Engine:
                 ready.append((i, self.predictor.prepare(instances, kwargs)))
             except Exception as err:  # a predictor's prepare may raise anything
                 replies[i] = self._error(err)
+        return self._predict(replies, ready, None)
+
+    def _predict(self, replies: list[Reply | None], ready: list[tuple[int, Prepared]],
+                 sink: dict[int, list[Any]] | None) -> list[Reply]:
         for group in self._batches(ready):
-            for index, reply in self._run(group):
+            for index, reply in self._run(group, sink):
                 replies[index] = reply
         return [r if r is not None else (500, jsonio.error_body("No reply was produced.")) for r in replies]
+
+    def _handle_observed(self, bodies: Sequence[bytes], hub: ObserverHub) -> list[Reply]:
+        """:meth:`handle`, also handing every answered request to the observers' hub."""
+        replies: list[Reply | None] = [None] * len(bodies)
+        ready: list[tuple[int, Prepared]] = []
+        parsed: list[tuple[list[Any], dict[str, Any]] | None] = [None] * len(bodies)
+        outputs: dict[int, list[Any]] = {}
+        for i, body in enumerate(bodies):
+            try:
+                instances, kwargs = parse_request(body)
+                parsed[i] = (instances, dict(kwargs))
+                ready.append((i, self.predictor.prepare(instances, kwargs)))
+            except Exception as err:  # a predictor's prepare may raise anything
+                replies[i] = self._error(err)
+        done = self._predict(replies, ready, outputs)
+        self._observe(hub, done, parsed, outputs)
+        return done
+
+    @staticmethod
+    def _observe(hub: ObserverHub, replies: list[Reply], parsed: list[tuple[list[Any], dict[str, Any]] | None],
+                 outputs: dict[int, list[Any]]) -> None:
+        now = time.time()
+        for i, (status, payload) in enumerate(replies):
+            request = parsed[i]
+            hub.put(Observation(now, status, payload, request[0] if request else None,
+                                request[1] if request else None, outputs.get(i) if status == 200 else None))
+        hub.flush_soon()
 
     def _batches(self, ready: list[tuple[int, Prepared]]) -> list[list[tuple[int, Prepared]]]:
         batches: list[list[tuple[int, Prepared]]] = []
@@ -109,13 +150,17 @@ class Engine:
             batches.append(current)
         return batches
 
-    def _run(self, group: list[tuple[int, Prepared]]) -> list[tuple[int, Reply]]:
+    def _run(self, group: list[tuple[int, Prepared]],
+             sink: dict[int, list[Any]] | None = None) -> list[tuple[int, Reply]]:
         try:
             outputs = self.predictor.predict([p for _, p in group])
         except Exception as err:
             if len(group) > 1:  # pin the failure on the request that caused it
-                return [pair for item in group for pair in self._run([item])]
+                return [pair for item in group for pair in self._run([item], sink)]
             return [(group[0][0], self._error(err))]
+        if sink is not None:
+            for (index, _), predictions in zip(group, outputs, strict=True):
+                sink[index] = predictions
         replies = []
         for (index, _), predictions in zip(group, outputs, strict=True):
             try:

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from mlengine.prediction.launcher import zygote_kind
 from mlengine.prediction.pool import Result, Scaling, VersionPool, error_result
 from mlengine.prediction.replica import ReplicaConfig
 from mlengine.prediction.service import VERSION_TYPE, finish_operation
+from mlengine.prediction.traffic import DEFAULT_POLICY, TrafficPolicy, policy_for
 from mlengine.store.serving import ModelRow, OperationRow, ServingRepository, VersionRow
 
 log = logging.getLogger("mlengine.serving")
@@ -55,11 +57,14 @@ class VersionRoute:
 class ModelRoute:
     default: str | None = None
     versions: dict[str, VersionRoute] = field(default_factory=dict)
+    policy: TrafficPolicy = DEFAULT_POLICY
 
 
 class ServingManager:
-    def __init__(self, settings: Settings, repo: ServingRepository, env_cache: Any) -> None:
+    def __init__(self, settings: Settings, repo: ServingRepository, env_cache: Any,
+                 traffic: Callable[[ModelRow], TrafficPolicy] = policy_for) -> None:
         self.settings = settings
+        self.traffic = traffic
         self.repo = repo
         self.env_cache = env_cache
         self.routes: dict[tuple[str, str], ModelRoute] = {}
@@ -130,7 +135,7 @@ class ServingManager:
         route = self.routes.get((project, model))
         if route is None:
             return error_result(404, f"Model projects/{project}/models/{model} not found.")
-        name = version or route.default
+        name = version or route.policy.choose(route)
         if name is None:
             return error_result(404, f"Model {model} has no default version: create a version first, or name "
                                 "one in the URL (.../versions/VERSION:predict).")
@@ -167,6 +172,7 @@ class ServingManager:
             return
         route = self.routes.setdefault(key, ModelRoute())
         route.default = model.default_version
+        route.policy = self.traffic(model)
         seen = set()
         for row in versions:
             seen.add(row.name)

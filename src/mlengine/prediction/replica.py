@@ -35,6 +35,7 @@ from typing import Any, cast
 from mlengine.prediction import protocol
 from mlengine.prediction.engine import Engine
 from mlengine.prediction.frameworks._base import LoadOptions, ModelLoadError, Predictor, load_predictor
+from mlengine.prediction.observers import ObserverHub, load_observers
 
 
 @dataclass
@@ -47,6 +48,8 @@ class ReplicaConfig:
     max_batch: int = 256
     batch_wait_ms: float = 0.0
     accept_timeout: float = 120.0
+    #: ``package.module:Class`` engine observers to load (see mlengine.prediction.observers).
+    observers: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplicaConfig:
@@ -107,7 +110,8 @@ class ReplicaServer:
     def __init__(self, loop: asyncio.AbstractEventLoop, config: ReplicaConfig, predictor: Predictor | None,
                  greeting_kind: int, greeting: bytes) -> None:
         self.loop = loop
-        self.engine = Engine(predictor, config.max_batch) if predictor is not None else None
+        self.hub = ObserverHub(load_observers(config.observers)) if config.observers else None
+        self.engine = Engine(predictor, config.max_batch, self.hub) if predictor is not None else None
         self.greeting_kind = greeting_kind
         self.greeting = greeting
         self.wait = max(0.0, config.batch_wait_ms) / 1000.0
@@ -201,6 +205,8 @@ def serve(config: ReplicaConfig, listener: socket.socket, on_loaded: Callable[[]
         loop.run_forever()
     finally:
         listener.close()
+        if server.hub is not None:
+            server.hub.close()
     return 0 if kind == protocol.READY else 1
 
 
