@@ -17,6 +17,23 @@ JOB_ID_RE = RESOURCE_ID_RE
 LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
 MAX_LABELS = 64
+#: Project ids: a lowercase letter, then lowercase letters, digits and hyphens (63 at most).
+PROJECT_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+#: Operation ids: letters, digits, '_', '-' and '.', starting with a letter or digit.
+OPERATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+#: Other path segments (service names, token names): like resource ids, '-' allowed.
+SEGMENT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,127}$")
+
+_SEGMENTS: dict[str, tuple[re.Pattern[str], str]] = {
+    "project": (PROJECT_ID_RE, "a project id starts with a lowercase letter and holds at most 63 lowercase "
+                               "letters, digits or hyphens"),
+    "job": (JOB_ID_RE, "a job id starts with a letter and holds at most 128 letters, digits or underscores"),
+    "model": (RESOURCE_ID_RE, "a model name starts with a letter and holds at most 128 letters, digits or "
+                              "underscores"),
+    "version": (RESOURCE_ID_RE, "a version name starts with a letter and holds at most 128 letters, digits "
+                                "or underscores"),
+    "operation": (OPERATION_ID_RE, "an operation id holds at most 255 letters, digits, '_', '-' or '.'"),
+}
 
 
 def validate_job_id(job_id: Any) -> str:
@@ -64,3 +81,15 @@ def validate_labels(labels: Any, field: str = "labels") -> dict[str, str]:
             )
         result[key] = value
     return result
+
+
+def validate_path_segment(param: str, value: str) -> str:
+    """Check one path parameter of a REST route (``project``, ``job``, ``model``, ``version``,
+    ``operation``, or any other name: the generic segment rule) before anything is stored or
+    any file path is built from it."""
+    pattern, rule = _SEGMENTS.get(param, (SEGMENT_RE, "a name starts with a letter and holds at most 128 "
+                                                      "letters, digits, '_' or '-'"))
+    if not pattern.match(value):
+        shown = value if len(value) <= 64 and value.isprintable() else repr(value[:64]) + "..."
+        raise invalid(param, f"{shown!r} is not valid: {rule}")
+    return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from mlengine.config import Settings
 
 _service_lock = threading.Lock()
+log = logging.getLogger("mlengine.jobs")
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,19 @@ class JobPaths:
         return self.root / "packages"
 
     def service_log(self, message: str, severity: str = "INFO") -> None:
-        """Append an entry to the engine's own log of this job (task name ``service``)."""
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        """Append an entry to the engine's own log of this job (task name ``service``).
+
+        Best effort: a log that cannot be written (a full disk, a path the OS refuses) is
+        reported in the server's log and never stops the caller (the scheduler's pass)."""
         record = {
             "timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "severity": severity,
             "taskName": "service",
             "message": message,
         }
-        with _service_lock, open(self.log_file("service"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            self.logs_dir.mkdir(parents=True, exist_ok=True)
+            with _service_lock, open(self.log_file("service"), "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except (OSError, ValueError) as exc:
+            log.warning("cannot write the service log of %s: %s (%s)", self.root, exc, message)

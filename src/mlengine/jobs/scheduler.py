@@ -170,16 +170,20 @@ class Scheduler:
         try:
             step(job)
         except Exception as exc:
-            log.exception("job %s/%s: scheduler step failed", job.project, job.job_id)
-            message = exc.message if isinstance(exc, MLEngineError) else f"Internal error in the scheduler: {exc}"
-            try:
-                current = self.repo.get_by_pk(job.id)
-                if current.state not in states.TERMINAL:
-                    self._teardown(current)
-                    states.transition(self.repo, current, states.FAILED, error=message)
-                    self._release(current)
-            except Exception:
-                log.exception("job %s/%s: could not be failed", job.project, job.job_id)
+            self._fail_broken(job, exc)
+
+    def _fail_broken(self, job: JobRow, exc: Exception) -> None:
+        """Fail a job the scheduler could not handle, with the reason; never raises."""
+        log.error("job %s/%s: scheduler step failed", job.project, job.job_id, exc_info=exc)
+        message = exc.message if isinstance(exc, MLEngineError) else f"Internal error in the scheduler: {exc}"
+        try:
+            current = self.repo.get_by_pk(job.id)
+            if current.state not in states.TERMINAL:
+                self._teardown(current)
+                states.transition(self.repo, current, states.FAILED, error=message)
+                self._release(current)
+        except Exception:
+            log.exception("job %s/%s: could not be failed", job.project, job.job_id)
 
     def _kind(self, job: JobRow) -> JobKind | None:
         return self.kinds.get(job.kind)
@@ -245,28 +249,36 @@ class Scheduler:
             if job.state != states.QUEUED or kind is None or kind.controller:
                 continue
             try:
-                requests = kind.plan(job)
-            except MLEngineError as exc:
-                self._fail_queued(job, exc.message)
+                demand = self._consider(job, kind, mode, have, used, blocked)
+            except Exception as exc:  # one bad row never stops the pass: it fails alone
+                self._fail_broken(job, exc)
                 continue
-            except Exception as exc:
-                log.exception("job %s: planning failed", job.job_id)
-                self._fail_queued(job, f"Internal error while planning the job: {exc}")
-                continue
-            verdict = capacity.assess(requests, mode, have)
-            if verdict.never:
-                self._fail_queued(job, verdict.never)
-                continue
-            if blocked or not verdict.fits_with(used, have):
+            if demand is None:
                 blocked = True  # first come, first served: later jobs wait behind this one
-                continue
-            moved = self._set_state(job, states.PREPARING, change=_holding(verdict.demand.to_json()))
-            if moved is None:
-                continue  # cancelled meanwhile
-            used = used + verdict.demand
-            with self._lock:
-                self._preparing.add(job.id)
-            self._pool.submit(self._prepare_and_launch, moved, kind, requests)
+            elif demand is not False:
+                used = used + demand
+
+    def _consider(self, job: JobRow, kind: JobKind, mode: str, have: Any, used: Any, blocked: bool) -> Any:
+        """Start ``job`` if it fits: returns what it now holds, ``None`` if it must wait, or
+        ``False`` if it ended (failed, or cancelled meanwhile)."""
+        try:
+            requests = kind.plan(job)
+        except MLEngineError as exc:
+            self._fail_queued(job, exc.message)
+            return False
+        verdict = capacity.assess(requests, mode, have)
+        if verdict.never:
+            self._fail_queued(job, verdict.never)
+            return False
+        if blocked or not verdict.fits_with(used, have):
+            return None
+        moved = self._set_state(job, states.PREPARING, change=_holding(verdict.demand.to_json()))
+        if moved is None:
+            return False  # cancelled meanwhile
+        with self._lock:
+            self._preparing.add(job.id)
+        self._pool.submit(self._prepare_and_launch, moved, kind, requests)
+        return verdict.demand
 
     def _fail_queued(self, job: JobRow, message: str) -> None:
         if self._set_state(job, states.FAILED, error=message):
