@@ -70,3 +70,41 @@ def test_a_bad_row_fails_alone_and_the_server_restarts(server_factory, tmp_path:
     # The server still validates and serves: a new job with a missing package is refused by name.
     response = server.api("POST", "/v1/projects/mlengine/jobs", json=JOB)
     assert response.status_code == 400 and "packageUris[0]" in response.text
+
+
+def _token(offsets: dict[str, int]) -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(offsets).encode()).decode()
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "needle"), [
+    ("POST", "/v1/projects/mlengine/jobs", {"content": "[" * 100_000 + "]" * 100_000}, "nested deeper"),
+    ("POST", "/v1/projects/mlengine/jobs", {"content": '{"a":' * 200 + "1" + "}" * 200}, "nested deeper"),
+    ("POST", "/v1/projects/mlengine/jobs", {"content": b"\xff\xfe{"}, "Invalid JSON"),
+    ("GET", "/v1/projects/mlengine/jobs", {"params": {"filter": 'jobId="\\x"'}}, "bad escape"),
+    ("GET", "/v1/projects/mlengine/jobs", {"params": {"filter": "(" * 1000 + "a=1" + ")" * 1000}}, "filter"),
+    ("GET", "/v1/projects/mlengine/jobs", {"params": {"filter": " OR ".join(["a=1"] * 3000)}}, "filter"),
+    ("GET", "/v1/projects/mlengine/jobs", {"params": {"filter": " OR ".join(["a=1"] * 500)}}, "comparisons"),
+    ("GET", "/v1/projects/mlengine/models", {"params": {"filter": "NOT " * 100 + "a=1"}}, "filter"),
+])
+def test_hostile_input_is_a_400_naming_the_problem(server: ServerProcess, method: str, path: str,
+                                                   kwargs: dict, needle: str) -> None:
+    response = server.api(method, path, **kwargs)
+    assert response.status_code == 400, response.text[:300]
+    assert needle in response.json()["error"]["message"]
+    assert server.api("GET", "/v1/projects/mlengine/jobs").status_code == 200  # still serving
+
+
+def test_log_cursors_with_bad_offsets(server: ServerProcess, echo_package: Path) -> None:
+    job = {"jobId": "logs_cursor", "trainingInput": {"pythonModule": "trainer.task",
+                                                      "packageUris": [str(echo_package)]}}
+    assert server.api("POST", "/v1/projects/mlengine/jobs", json=job).status_code == 200
+    for offsets in ({"service": -5}, {"service": 2**70}, {"service": True}):
+        response = server.api("GET", "/v1/projects/mlengine/jobs/logs_cursor/logs",
+                              params={"pageToken": _token(offsets)})
+        assert response.status_code == 400, response.text
+        assert "pageToken" in response.json()["error"]["message"]
+    response = server.api("GET", "/v1/projects/mlengine/jobs/logs_cursor/logs", params={"pageToken": "%%%"})
+    assert response.status_code == 400

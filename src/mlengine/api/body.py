@@ -11,6 +11,23 @@ from fastapi import Request
 from mlengine.errors import Code, MLEngineError
 
 DEFAULT_JSON_LIMIT = 10 * 1024 * 1024
+#: Deepest nesting of arrays and objects a request body may have (ml v1 bodies need < 10).
+MAX_JSON_DEPTH = 64
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value, computed without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 async def limited_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
@@ -34,6 +51,15 @@ async def read_json(request: Request, limit: int = DEFAULT_JSON_LIMIT, required:
             raise MLEngineError(Code.INVALID_ARGUMENT, "Invalid JSON payload received: the body is empty")
         return {}
     try:
-        return json.loads(data)
+        value = json.loads(data)
+    except RecursionError:
+        value = None
+        too_deep = True
     except (ValueError, UnicodeDecodeError) as exc:
         raise MLEngineError(Code.INVALID_ARGUMENT, f"Invalid JSON payload received: {exc}") from None
+    else:
+        too_deep = json_depth(value) > MAX_JSON_DEPTH
+    if too_deep:
+        raise MLEngineError(Code.INVALID_ARGUMENT, "Invalid JSON payload received: arrays and objects are "
+                            f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value

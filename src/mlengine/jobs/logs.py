@@ -16,16 +16,20 @@ from mlengine.errors import invalid
 
 MAX_ENTRIES = 5000
 
+#: Largest byte offset a cursor may hold (a file position, so never negative).
+MAX_OFFSET = 2**53
+
 
 def _decode(token: str | None) -> dict[str, int]:
     if not token:
         return {}
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
+        if not isinstance(data, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_OFFSET for v in data.values()):
             raise ValueError("bad cursor")
         return {str(k): int(v) for k, v in data.items()}
-    except ValueError:
+    except (ValueError, UnicodeError, RecursionError):
         raise invalid("pageToken", "is not a token returned by a previous logs call") from None
 
 

@@ -6,7 +6,9 @@ substring for strings, key presence for maps, ``*`` wildcard suffix), dotted fie
 implicit AND between terms. ``state=RUNNING OR state=QUEUED``, ``labels.owner="ann"``,
 ``createTime>"2026-01-01T00:00:00Z"``, ``jobId:tune*`` all work.
 
-Parsing errors raise ``invalid("filter", ...)`` naming the position of the problem.
+Parsing errors raise ``invalid("filter", ...)`` naming the position of the problem. Filters are
+bounded (:data:`MAX_LENGTH` characters, :data:`MAX_TERMS` comparisons, :data:`MAX_DEPTH` nested
+parentheses or NOTs) and evaluated without recursion over AND/OR chains.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from typing import Any
 from mlengine.errors import invalid
 
 Predicate = Callable[[Mapping[str, Any]], bool]
+
+MAX_LENGTH = 4096
+MAX_TERMS = 200
+MAX_DEPTH = 32
 
 _TOKEN = re.compile(
     r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')|(?P<op><=|>=|!=|=|<|>|:)'
@@ -36,7 +42,10 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
         kind = m.lastgroup or ""
         value = m.group(kind)
         if kind == "str":
-            value = bytes(value[1:-1], "utf-8").decode("unicode_escape")
+            try:
+                value = bytes(value[1:-1], "utf-8").decode("unicode_escape")
+            except UnicodeDecodeError as exc:
+                raise invalid("filter", f"bad escape sequence in the string at position {pos}: {exc.reason}") from None
         tokens.append((kind, value))
         pos = m.end()
     return tokens
@@ -102,6 +111,13 @@ class _Parser:
     def __init__(self, tokens: list[tuple[str, str]]) -> None:
         self.tokens = tokens
         self.i = 0
+        self.depth = 0
+        self.terms = 0
+
+    def nested(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise invalid("filter", f"parentheses and NOTs are nested deeper than {MAX_DEPTH} levels")
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -120,40 +136,52 @@ class _Parser:
         return predicate
 
     def expr(self) -> Predicate:
-        left = self.conjunction()
+        terms = [self.conjunction()]
         while self.peek() == ("word", "OR"):
             self.take()
-            right = self.conjunction()
-            left = (lambda a, b: lambda r: a(r) or b(r))(left, right)
-        return left
+            terms.append(self.conjunction())
+        if len(terms) == 1:
+            return terms[0]
+        return lambda r: any(term(r) for term in terms)
 
     def conjunction(self) -> Predicate:
-        left = self.unary()
+        terms = [self.unary()]
         while True:
             token = self.peek()
             if token is None or token == ("word", "OR") or token == ("paren", ")"):
-                return left
+                break
             if token == ("word", "AND"):
                 self.take()
-            right = self.unary()
-            left = (lambda a, b: lambda r: a(r) and b(r))(left, right)
+            terms.append(self.unary())
+        if len(terms) == 1:
+            return terms[0]
+        return lambda r: all(term(r) for term in terms)
 
     def unary(self) -> Predicate:
         token = self.peek()
         if token == ("word", "NOT"):
             self.take()
+            self.nested()
             inner = self.unary()
+            self.depth -= 1
             return lambda r: not inner(r)
         if token is not None and token[0] == "word" and token[1].startswith("-") and len(token[1]) > 1:
             self.tokens[self.i] = ("word", token[1][1:])
+            self.nested()
             inner = self.unary()
+            self.depth -= 1
             return lambda r: not inner(r)
         if token == ("paren", "("):
             self.take()
+            self.nested()
             inner = self.expr()
             if self.take() != ("paren", ")"):
                 raise invalid("filter", "missing ')'")
+            self.depth -= 1
             return inner
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise invalid("filter", f"more than {MAX_TERMS} comparisons")
         return self.comparison()
 
     def comparison(self) -> Predicate:
@@ -174,4 +202,6 @@ def compile_filter(text: str | None) -> Predicate:
     """Turn a filter string into a predicate over resource JSON; empty → always true."""
     if not text or not text.strip():
         return lambda _r: True
+    if len(text) > MAX_LENGTH:
+        raise invalid("filter", f"is longer than {MAX_LENGTH} characters")
     return _Parser(_tokenize(text)).parse()
