@@ -39,6 +39,9 @@ def _check_port_range(text: str) -> str:
 
 _JOB_KINDS_VALID = "must be comma-separated package.module:Class paths"
 _KIND_PATH_RE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
+_PATHS_VALID = "must be comma-separated absolute paths"
+_ENV_NAMES_VALID = "must be comma-separated variable names or PREFIX* patterns"
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
 
 
 # Constrained types; what each accepts is spelled out in error messages by _valid_text.
@@ -131,6 +134,31 @@ class Settings(BaseSettings):
     tuning_bayesian: Literal["tpe", "gp"] = _env(
         "MLE_TUNING_BAYESIAN", "Model behind Bayesian hyperparameter tuning: tpe | gp (gp needs torch).",
         default="tpe")
+    # Confinement of user code (trainer replicas) -------------------------------------------
+    sandbox: Literal["landlock", "off"] = _env(
+        "MLE_SANDBOX",
+        "How trainer replicas are confined: landlock = a Landlock sandbox (they cannot read MLE_HOME, the "
+        "database or the server user's credentials, and have no capabilities); the server refuses to start "
+        "where the kernel has no Landlock. off = trainers can read everything the server can, its admin "
+        "token included.",
+        default="landlock",
+    )
+    sandbox_writable: Annotated[tuple[str, ...] | None, NoDecode] = _env(
+        "MLE_SANDBOX_WRITABLE",
+        "Directories every trainer may write besides its own, comma-separated absolute paths; a job's "
+        "local jobDir must be inside one. Default: the system temporary directory (/tmp).",
+        default=None, json_schema_extra={"valid": _PATHS_VALID})
+    sandbox_hidden: Annotated[tuple[str, ...], NoDecode] = _env(
+        "MLE_SANDBOX_HIDDEN",
+        "More paths trainers may not read, comma-separated absolute paths (MLE_HOME, the SQLite database "
+        "and the server user's ~/.aws, ~/.ssh, ~/.config/gcloud... are always hidden).",
+        default=(), json_schema_extra={"valid": _PATHS_VALID})
+    sandbox_env: Annotated[tuple[str, ...], NoDecode] = _env(
+        "MLE_SANDBOX_ENV",
+        "More variables trainers inherit from the server's (or Ray node's) environment, comma-separated "
+        "names or PREFIX* patterns (PATH, LANG, LC_*, TZ, LD_LIBRARY_PATH and the GPU selection variables "
+        "always pass; nothing else of the server's environment does).",
+        default=(), json_schema_extra={"valid": _ENV_NAMES_VALID})
     # Online prediction (models and versions) ---------------------------------------------
     predict_max_body_bytes: PositiveInt = _env(
         "MLE_PREDICT_MAX_BODY_BYTES", "Largest prediction request body (413 beyond).", default=1536 * 1024)
@@ -182,6 +210,31 @@ class Settings(BaseSettings):
         for entry in value:
             if not isinstance(entry, str) or not _KIND_PATH_RE.fullmatch(entry):
                 raise ValueError(_JOB_KINDS_VALID)
+        return value
+
+    @field_validator("sandbox_writable", "sandbox_hidden", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if value is None:
+            return value
+        paths = []
+        for entry in value:
+            path = os.path.expanduser(str(entry))
+            if not os.path.isabs(path):
+                raise ValueError(_PATHS_VALID)
+            paths.append(os.path.normpath(path))
+        return tuple(paths)
+
+    @field_validator("sandbox_env", mode="before")
+    @classmethod
+    def _split_env_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        for entry in value:
+            if not isinstance(entry, str) or not _ENV_NAME_RE.fullmatch(entry):
+                raise ValueError(_ENV_NAMES_VALID)
         return value
 
     @field_validator("machine_types_file")
@@ -238,6 +291,15 @@ class Settings(BaseSettings):
     def serving_dir(self) -> Path:
         """Runtime files of online prediction: replica sockets, logs, zygotes."""
         return self.home / "serving"
+
+    @property
+    def sandbox_writable_paths(self) -> tuple[str, ...]:
+        """``MLE_SANDBOX_WRITABLE``, or the system temporary directory when it is not set."""
+        if self.sandbox_writable is not None:
+            return self.sandbox_writable
+        import tempfile
+
+        return (os.path.realpath(tempfile.gettempdir()),)
 
     @property
     def effective_slots(self) -> int:

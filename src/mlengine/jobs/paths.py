@@ -1,7 +1,8 @@
 """Where a job's runtime files live under ``MLE_HOME/jobs/<project>/<jobId>/``.
 
 ``logs/<taskName>.jsonl``   one JSON line per log entry (``service`` is the engine's own log)
-``replicas/<taskName>/``    the replica's private working directory and its exit status
+``replicas/<taskName>/``    the replica's exit status, its working directory ``work/`` and its
+                            private ``home/`` and ``tmp/`` (``HOME``, ``TMPDIR``)
 ``hypertune/``              ``CLOUD_ML_HP_METRIC_FILE`` of the job
 ``packages/``               packages fetched from remote URIs
 """
@@ -41,6 +42,14 @@ class JobPaths:
 
     def workdir(self, task_name: str) -> Path:
         return self.replica_dir(task_name) / "work"
+
+    def home_dir(self, task_name: str) -> Path:
+        """The replica's ``HOME``."""
+        return self.replica_dir(task_name) / "home"
+
+    def tmp_dir(self, task_name: str) -> Path:
+        """The replica's ``TMPDIR``."""
+        return self.replica_dir(task_name) / "tmp"
 
     def status_file(self, task_name: str) -> Path:
         return self.replica_dir(task_name) / "status.json"

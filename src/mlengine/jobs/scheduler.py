@@ -12,6 +12,9 @@ Per pass (:meth:`Scheduler.tick`), over the active jobs in submission order:
 4. QUEUED jobs start while capacity allows (first come, first served; one that can never fit
    fails at once): plan, place, then prepare and launch on a worker thread.
 
+Every replica runs confined (:mod:`mlengine.jobs.sandboxing`): its own ``HOME`` and ``TMPDIR``,
+an allow-listed environment, and the sandbox policy the supervisor applies to the trainer.
+
 Every state change is a compare-and-set (:func:`mlengine.jobs.lifecycle.transition`): a change
 that lost a race (a cancel arrived between this pass's read and its write) is a logged no-op,
 and one job that raises is failed with the reason while the pass goes on.
@@ -32,7 +35,7 @@ from typing import Any
 from mlengine.config import Settings
 from mlengine.core.timeutil import as_utc, utcnow
 from mlengine.errors import Code, MLEngineError
-from mlengine.jobs import capacity
+from mlengine.jobs import capacity, sandboxing
 from mlengine.jobs import lifecycle as states
 from mlengine.jobs.executors._base import Executor, ReplicaLaunch, ReplicaStatus
 from mlengine.jobs.kinds import JobKind, KindRegistry, ReplicaResult
@@ -85,6 +88,7 @@ def _holding(demand: dict[str, Any]) -> Callable[[JobRow], None]:
 
 class Scheduler:
     def __init__(self, settings: Settings, repo: JobRepository, executor: Executor, kinds: KindRegistry) -> None:
+        sandboxing.check_supported(settings)  # never run a replica unconfined by accident
         self.settings = settings
         self.repo = repo
         self.executor = executor
@@ -314,8 +318,15 @@ class Scheduler:
         if placement.reservation:  # recorded before any replica starts, for a restarted server
             reservation = placement.reservation
             self.repo.update(job.id, lambda r: setattr(r, "scheduling", {**r.scheduling, "placement": reservation}))
+        extra = kind.sandbox_paths(job, prepared, paths)
+        inherit = sandboxing.inherited_env(self.settings)
         for position, spec in enumerate(placement.replicas):
             command = kind.command(job, prepared, placement, position, paths)
+            workdir = kind.workdir(job, paths, spec.task_name)
+            policy = sandboxing.replica_policy(self.settings, paths, spec.task_name, workdir, extra,
+                                               paths.service_log)
+            env = {**command.env, "HOME": str(paths.home_dir(spec.task_name)),
+                   "TMPDIR": str(paths.tmp_dir(spec.task_name))}
             row = self.repo.add_replica(ReplicaRow(
                 job_pk=job.id, task_name=spec.task_name, task_type=spec.task_type,
                 task_index=spec.index, executor=self.executor.name, state=states.ReplicaState.LAUNCHING.value,
@@ -324,9 +335,9 @@ class Scheduler:
             ))
             handle = self.executor.launch(ReplicaLaunch(
                 job_key=f"{job.project}/{job.job_id}", task_name=spec.task_name, argv=command.argv,
-                env=command.env, cwd=kind.workdir(job, paths, spec.task_name),
+                env=env, cwd=workdir,
                 log_file=paths.log_file(spec.task_name), status_file=paths.status_file(spec.task_name),
-                placement=placement, position=position,
+                placement=placement, position=position, sandbox=policy, inherit_env=inherit,
             ))
             self.repo.update_replica(row.id, handle=handle, state=states.ReplicaState.RUNNING.value)
         if self._set_state(job, states.RUNNING) is not None:

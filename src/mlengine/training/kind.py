@@ -7,6 +7,8 @@ workers, parameter servers, evaluators) running the user's package.
 - prepare: fetch the packages, install them into a cached environment, check the module exists;
 - command: ``python -m MODULE ARGS [--job-dir DIR]`` with ``TF_CONFIG``, ``CLUSTER_SPEC``,
   ``CLOUD_ML_*`` and the PyTorch rendezvous variables;
+- sandbox: replicas read the job's environment and write its hypertune directory and local
+  ``jobDir`` (which ``validate`` requires inside ``MLE_SANDBOX_WRITABLE``);
 - outcome: the chief (``master``/``chief``) exiting 0 succeeds the job (parameter servers never
   exit on their own); any replica failing fails it.
 """
@@ -14,14 +16,25 @@ workers, parameter servers, evaluators) running the user's package.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
+from mlengine.config import Settings
 from mlengine.core.names import validate_job_id, validate_labels
 from mlengine.errors import MLEngineError, invalid
 from mlengine.jobs.executors import Placement, ReplicaRequest
-from mlengine.jobs.kinds import JobKind, KindContext, Outcome, ReplicaCommand, ReplicaResult, Submission
+from mlengine.jobs.kinds import (
+    JobKind,
+    KindContext,
+    Outcome,
+    ReplicaCommand,
+    ReplicaResult,
+    SandboxPaths,
+    Submission,
+)
 from mlengine.jobs.lifecycle import FAILED, SUCCEEDED
 from mlengine.jobs.paths import JobPaths
+from mlengine.jobs.sandboxing import job_dir_problem
 from mlengine.store.models import JobRow
 from mlengine.training import cluster
 from mlengine.training.jobspec import validate_training_input
@@ -39,8 +52,19 @@ def replica_requests(training_input: Mapping[str, Any], table: Mapping[str, Any]
             for task_type in cluster.TASK_ORDER for index in range(counts.get(task_type, 0))]
 
 
-def check_uris(training_input: Mapping[str, Any]) -> None:
-    """Package URIs must be usable (local archives are opened and checked); so must jobDir."""
+def local_job_dir(training_input: Mapping[str, Any]) -> str | None:
+    """The job's ``jobDir`` as a local path (None when unset or remote)."""
+    from mlengine.storage import uris
+
+    job_dir = training_input.get("jobDir")
+    if not job_dir or not uris.is_local(job_dir):
+        return None
+    return str(uris.local_path(job_dir))
+
+
+def check_uris(training_input: Mapping[str, Any], settings: Settings | None = None) -> None:
+    """Package URIs must be usable (local archives are opened and checked); so must jobDir, which
+    trainers must be able to write (inside ``MLE_SANDBOX_WRITABLE``, outside the server's files)."""
     from mlengine.core.packaging import validate_package_archive
     from mlengine.storage import uris
 
@@ -58,6 +82,11 @@ def check_uris(training_input: Mapping[str, Any]) -> None:
     job_dir = training_input.get("jobDir")
     if job_dir:
         uris.check_usable(job_dir, "trainingInput.jobDir")
+    local = local_job_dir(training_input)
+    if local and settings is not None:
+        problem = job_dir_problem(settings, Path(local))
+        if problem:
+            raise invalid("trainingInput.jobDir", problem)
 
 
 class TrainingKind(JobKind):
@@ -82,7 +111,7 @@ class TrainingKind(JobKind):
         labels = validate_labels(body.get("labels"))
         spec = validate_training_input(body.get("trainingInput"))
         replica_requests(spec.training_input, self._table())  # unknown machine types, bad accelerators
-        check_uris(spec.training_input)
+        check_uris(spec.training_input, self.context.settings)
         return Submission(job_id, spec.training_input, labels, spec.max_running_seconds, spec.max_wait_seconds)
 
     def plan(self, job: JobRow) -> list[ReplicaRequest]:
@@ -101,6 +130,16 @@ class TrainingKind(JobKind):
 
     def trial_id(self, job: JobRow) -> str | None:
         return None
+
+    def sandbox_paths(self, job: JobRow, prepared: Any, paths: JobPaths) -> SandboxPaths:
+        """Read the job's environment; write its hypertune directory and local jobDir."""
+        env_dirs = [*getattr(prepared, "pythonpath", ()), *getattr(prepared, "bin_dirs", ())]
+        readable = tuple(str(p) for p in env_dirs)
+        writable = [str(paths.metric_file.parent)]
+        job_dir = local_job_dir(job.input)
+        if job_dir:
+            writable.append(job_dir)
+        return SandboxPaths(readable, tuple(writable))
 
     def command(self, job: JobRow, prepared: Any, placement: Placement, position: int,
                 paths: JobPaths) -> ReplicaCommand:

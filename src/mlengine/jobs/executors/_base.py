@@ -7,6 +7,12 @@ An executor starts replica processes and finds them again. Contract:
   restarted control plane (a new ``Executor`` instance) can :meth:`poll` and
   :meth:`signal` the replica from the handle alone.
 * Replicas outlive the control plane: stopping or killing the server never stops them.
+* User code is untrusted: a replica's environment is ``launch.env`` on top of only those
+  variables of the executor's host environment that ``launch.inherit_env`` names
+  (:func:`mlengine.core.sandbox.replica_environment`), and the supervisor is started with
+  ``python -I`` (the job's ``PYTHONPATH`` and working directory must not shadow mlengine's own
+  modules in a process that is not confined) and ``--sandbox launch.sandbox.to_json()``, so that
+  it confines the trainer (:mod:`mlengine.core.sandbox`) on the machine that runs it.
 * A replica writes its output, line by line, as JSON lines
   (``{"timestamp", "severity", "taskName", "message"}``) to ``launch.log_file``, and its exit
   status durably (written to a temporary file, fsynced, renamed) where :meth:`poll` reads it.
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlengine.core.sandbox import INHERITED_ENV, SandboxPolicy
 from mlengine.jobs.resources import Capacity, Resources
 
 if TYPE_CHECKING:
@@ -74,6 +81,10 @@ class ReplicaLaunch:
     #: The job's :class:`Placement` (from :meth:`Executor.place`) and this replica's index in it.
     placement: Placement | None = None
     position: int = 0
+    #: How the supervisor confines the trainer (None: not at all, e.g. engine-owned processes).
+    sandbox: SandboxPolicy | None = None
+    #: What the replica inherits from the host's environment (names, ``PREFIX*`` patterns).
+    inherit_env: tuple[str, ...] = INHERITED_ENV
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Local executor: every replica is a supervisor process plus the trainer, in their own
-session on this machine (see :mod:`mlengine.jobs.executors.supervisor`).
+session on this machine (see :mod:`mlengine.jobs.executors.supervisor`), with an allow-listed
+environment; the supervisor confines the trainer as ``launch.sandbox`` says.
 
 Capacity: ``MLE_CAPACITY_SLOTS`` CPUs (default: the number of CPUs), the machine's memory,
 and ``MLE_LOCAL_GPUS`` GPUs (default: what ``nvidia-smi -L`` lists). Replicas listen on
@@ -19,6 +20,7 @@ from typing import Any
 
 from mlengine.config import Settings
 from mlengine.core.processes import proc_start_ticks
+from mlengine.core.sandbox import replica_environment
 from mlengine.jobs.executors._base import Executor, ReplicaLaunch, ReplicaStatus
 from mlengine.jobs.resources import Capacity, machine_capacity
 
@@ -40,13 +42,14 @@ class LocalExecutor(Executor):
         launch.cwd.mkdir(parents=True, exist_ok=True)
         launch.log_file.parent.mkdir(parents=True, exist_ok=True)
         launch.status_file.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **launch.env}
+        env = replica_environment(os.environ, launch.env, launch.inherit_env)
         argv = [
-            sys.executable, "-m", "mlengine.jobs.executors.supervisor",
+            sys.executable, "-I", "-m", "mlengine.jobs.executors.supervisor",
             "--task-name", launch.task_name,
             "--log-file", str(launch.log_file),
             "--status-file", str(launch.status_file),
             "--cwd", str(launch.cwd),
+            *(["--sandbox", launch.sandbox.to_json()] if launch.sandbox is not None else []),
             "--", *launch.argv,
         ]
         supervisor_log = launch.status_file.with_suffix(".supervisor.log")

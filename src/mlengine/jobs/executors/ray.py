@@ -8,7 +8,8 @@ Contract (on top of :mod:`mlengine.jobs.executors._base`)
   :class:`~mlengine.jobs.executors.ray_agent.ReplicaAgent` per bundle, each of which
   holds a port on its node. Names derive from the server (a hash of ``MLE_HOME``), the
   project, the job and the task, so a restarted control plane finds everything by name.
-- :meth:`launch` asks the replica's agent to start the supervisor; the handle is
+- :meth:`launch` asks the replica's agent to start the supervisor (with the replica's sandbox
+  policy and environment allow-list, applied on the node); the handle is
   ``{"actor", "namespace", "statusFile", "logFile", "nodeId", "host"}``.
 - :meth:`poll` reads the status file when the control plane sees it (one machine, or a shared
   filesystem) and otherwise asks the agent (at most once a second per replica); an agent that
@@ -212,8 +213,10 @@ class RayExecutor(Executor):
         reservation = launch.placement.reservation
         name = reservation["actors"][launch.position]
         agent = ray.get_actor(name, namespace=reservation["namespace"])
+        sandbox = launch.sandbox.to_json() if launch.sandbox is not None else None
         ref: Any = agent.start.remote(launch.argv, launch.env, str(launch.cwd), str(launch.log_file),
-                                      str(launch.status_file), launch.task_name)
+                                      str(launch.status_file), launch.task_name, sandbox,
+                                      list(launch.inherit_env))
         started: dict[str, Any] = ray.get(ref, timeout=RPC_TIMEOUT)
         spec = launch.placement.replicas[launch.position]
         return {

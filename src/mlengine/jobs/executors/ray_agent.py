@@ -6,8 +6,9 @@ placement group (so it holds the replica's CPUs, memory and GPUs on that node). 
 1. :meth:`ReplicaAgent.reserve` holds a free port on its node and reports where it is (node
    address, node id, host name), so the control plane can write the cluster spec;
 2. :meth:`ReplicaAgent.start` lets the port go and starts the usual supervisor
-   (``python -m mlengine.jobs.executors.supervisor --exit-with-parent``) in its own
-   session: logs as JSON lines and the exit status file, exactly as on the local executor;
+   (``python -I -m mlengine.jobs.executors.supervisor --exit-with-parent --sandbox POLICY``)
+   in its own session, with the node's environment allow-listed: logs as JSON lines, the exit
+   status file and the trainer's sandbox, exactly as on the local executor;
 3. answers :meth:`poll` (with the exit status as the node sees it, so it comes back even
    where the control plane does not share the node's filesystem), :meth:`signal` and
    :meth:`group_alive` for the control plane, from any (restarted) control-plane process that
@@ -28,15 +29,20 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 
-def clean_environment(extra: dict[str, str]) -> dict[str, str]:
-    """The node's environment without Ray's own variables (no cluster token for user code),
-    plus the replica's. ``CUDA_VISIBLE_DEVICES`` that Ray set for the agent's GPUs is kept."""
+def clean_environment(extra: dict[str, str], inherit: Sequence[str] | None = None) -> dict[str, str]:
+    """Of the node's environment only what ``inherit`` names (never Ray's own variables: no
+    cluster token for user code), plus the replica's. ``CUDA_VISIBLE_DEVICES`` that Ray set for
+    the agent's GPUs passes."""
+    from mlengine.core.sandbox import INHERITED_ENV, replica_environment
+
+    allowed = tuple(inherit) if inherit is not None else INHERITED_ENV
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    return {**base, **extra}
+    return replica_environment(base, extra, allowed)
 
 
 class ReplicaAgent:
@@ -61,7 +67,8 @@ class ReplicaAgent:
         }
 
     def start(self, argv: list[str], env: dict[str, str], cwd: str, log_file: str,
-              status_file: str, task_name: str) -> dict[str, Any]:
+              status_file: str, task_name: str, sandbox: str | None = None,
+              inherit_env: Sequence[str] | None = None) -> dict[str, Any]:
         if self._proc is not None:  # a retried call: the replica already runs
             return {"pid": self._proc.pid}
         if self._reservation is not None:
@@ -69,13 +76,13 @@ class ReplicaAgent:
         for path in (Path(cwd), Path(log_file).parent, Path(status_file).parent):
             path.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, "-m", "mlengine.jobs.executors.supervisor",
+            sys.executable, "-I", "-m", "mlengine.jobs.executors.supervisor",
             "--task-name", task_name, "--log-file", log_file, "--status-file", status_file,
-            "--cwd", cwd, "--exit-with-parent", "--", *argv,
+            "--cwd", cwd, "--exit-with-parent", *(["--sandbox", sandbox] if sandbox else []), "--", *argv,
         ]
         with open(Path(status_file).with_suffix(".supervisor.log"), "ab") as out:
             self._proc = subprocess.Popen(
-                command, cwd=cwd, env=clean_environment(env), stdin=subprocess.DEVNULL,
+                command, cwd=cwd, env=clean_environment(env, inherit_env), stdin=subprocess.DEVNULL,
                 stdout=out, stderr=out, start_new_session=True, close_fds=True,
             )
         self._status_file, self._log_file = status_file, log_file

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlengine.errors import Code, MLEngineError, invalid
-from mlengine.jobs.kinds._base import JobKind, Outcome, ReplicaCommand, ReplicaResult, Submission
+from mlengine.jobs.kinds._base import JobKind, Outcome, ReplicaCommand, ReplicaResult, SandboxPaths, Submission
 
 if TYPE_CHECKING:
     from mlengine.config import Settings
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from mlengine.store.jobs import JobRepository
 
 __all__ = ["JobKind", "KindContext", "KindRegistry", "Outcome", "ReplicaCommand", "ReplicaResult",
-           "Submission", "load_kind"]
+           "SandboxPaths", "Submission", "load_kind"]
 
 
 @dataclass

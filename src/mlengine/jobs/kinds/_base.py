@@ -22,6 +22,13 @@ Running (scheduler thread and its preparation workers), for kinds whose jobs run
      handed back to :meth:`command`. ``MLEngineError`` fails the job with its message.
   3. :meth:`JobKind.command` -- argv, environment and working directory of one replica, given
      the whole :class:`~mlengine.jobs.executors.Placement` (hosts and ports of every replica).
+  3b. :meth:`JobKind.sandbox_paths` -- what the replicas may read or write beyond what every
+     replica gets (see :mod:`mlengine.jobs.sandboxing`: the whole filesystem readable except the
+     server's private files; writable: their own directories, ``MLE_SANDBOX_WRITABLE``).
+     Return paths the kind derived itself (the job's environment) or checked at ``validate``
+     (a local ``jobDir``); entries inside the server's private files are granted only below the
+     job's own directory (``paths.root``) or, read-only, ``MLE_HOME/envs``, and dropped (the
+     job's log says so) otherwise.
   4. :meth:`JobKind.outcome` -- on every pass while the job runs, from its replicas' results
      so far: ``None`` (still running) or the terminal :class:`Outcome`. Replicas left running
      when the job ends are stopped by the scheduler (SIGTERM, then SIGKILL).
@@ -76,6 +83,15 @@ class ReplicaCommand:
 
 
 @dataclass(frozen=True)
+class SandboxPaths:
+    """What a kind's replicas may read (``readable``) and write (``writable``, readable too)
+    beyond the defaults; absolute paths."""
+
+    readable: tuple[str, ...] = ()
+    writable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ReplicaResult:
     """One replica of a running job, as the scheduler last saw it."""
 
@@ -127,6 +143,10 @@ class JobKind(abc.ABC):
 
     def workdir(self, job: JobRow, paths: JobPaths, task_name: str) -> Path:
         return paths.workdir(task_name)
+
+    def sandbox_paths(self, job: JobRow, prepared: Any, paths: JobPaths) -> SandboxPaths:
+        """Extra paths the job's replicas may read or write (see the module contract)."""
+        return SandboxPaths()
 
     def outcome(self, job: JobRow, replicas: list[ReplicaResult]) -> Outcome | None:
         """Default rule: any replica that failed fails the job; all exited 0 = success."""
