@@ -45,6 +45,19 @@ def clean_environment(extra: dict[str, str], inherit: Sequence[str] | None = Non
     return replica_environment(base, extra, allowed)
 
 
+def node_policy(policy_json: str) -> str:
+    """The control plane's sandbox policy plus what only this node knows: its Ray auth token."""
+    import dataclasses
+
+    from mlengine.core.sandbox import SandboxPolicy
+
+    policy = SandboxPolicy.from_json(policy_json)
+    token = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if token and policy.landlock:
+        policy = dataclasses.replace(policy, hidden=(*policy.hidden, token))
+    return policy.to_json()
+
+
 class ReplicaAgent:
     def __init__(self) -> None:
         self._reservation: Any = None
@@ -75,6 +88,8 @@ class ReplicaAgent:
             self._reservation.release()
         for path in (Path(cwd), Path(log_file).parent, Path(status_file).parent):
             path.mkdir(parents=True, exist_ok=True)
+        if sandbox:
+            sandbox = node_policy(sandbox)
         command = [
             sys.executable, "-I", "-m", "mlengine.jobs.executors.supervisor",
             "--task-name", task_name, "--log-file", log_file, "--status-file", status_file,
