@@ -87,6 +87,14 @@ class Settings(BaseSettings):
         "MLE_JOB_KINDS", "Extra job kinds the server loads, comma-separated package.module:Class paths "
         "(each a mlengine.jobs.kinds.JobKind taking a KindContext).", default=(),
         json_schema_extra={"valid": _JOB_KINDS_VALID})
+    service_kinds: Annotated[tuple[str, ...], NoDecode] = _env(
+        "MLE_SERVICE_KINDS", "Extra service kinds the server loads, comma-separated package.module:Class paths "
+        "(each a mlengine.services.ServiceKind taking a ServiceContext).", default=(),
+        json_schema_extra={"valid": _JOB_KINDS_VALID})
+    service_proxy_wait_seconds: NonNegativeNumber = _env(
+        "MLE_SERVICE_PROXY_WAIT",
+        "Seconds a proxied request waits for a starting (or idle-stopped) service before 503.",
+        default=30.0)
     capacity_slots: NonNegativeInt = _env(
         "MLE_CAPACITY_SLOTS", "CPUs the local executor may hand out to replicas; 0 = number of CPUs.", default=0)
     # Distributed training (machine types, resources, ports, Ray) --------------------------
@@ -202,7 +210,7 @@ class Settings(BaseSettings):
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().absolute()
 
-    @field_validator("job_kinds", mode="before")
+    @field_validator("job_kinds", "service_kinds", mode="before")
     @classmethod
     def _split_kinds(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -286,6 +294,11 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Managed copies of model versions' files."""
         return self.home / "models"
+
+    @property
+    def services_dir(self) -> Path:
+        """Services' directories and logs (``services/<project>/<name>/``)."""
+        return self.home / "services"
 
     @property
     def serving_dir(self) -> Path:

@@ -7,13 +7,13 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 import mlengine
-from mlengine.api import jobs, models, system
+from mlengine.api import jobs, models, services, system
 from mlengine.api.auth import TokenCache, authorize, authorize_predict
 from mlengine.api.errors import install_error_handlers
 
 
 def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: Any = None,
-               model_service: Any = None, serving: Any = None) -> FastAPI:
+               model_service: Any = None, serving: Any = None, services_manager: Any = None) -> FastAPI:
     app = FastAPI(
         title="mlengine",
         version=mlengine.__version__,
@@ -34,6 +34,9 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
     app.state.serving = serving
     app.include_router(models.router)
     app.router.routes.extend(models.PREDICT_ROUTES)
+    app.state.services = services_manager
+    app.include_router(services.router)
+    app.router.routes.extend(services.PROXY_ROUTES)
     from mlengine.prediction.router import PredictMiddleware
 
     app.add_middleware(PredictMiddleware, authorize=authorize_predict)

@@ -50,6 +50,15 @@ PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/projects/{project}/operations"): "ml.operations.list",
     ("GET", "/v1/projects/{project}/operations/{operation}"): "ml.operations.get",
     ("POST", "/v1/projects/{project}/operations/{operation}:cancel"): "ml.operations.cancel",
+    # Services (mlengine): managed long-running processes and their proxy (editor to use it).
+    ("POST", "/v1/projects/{project}/services"): "mlengine.services.create",
+    ("GET", "/v1/projects/{project}/services"): "mlengine.services.list",
+    ("GET", "/v1/projects/{project}/services/{name}"): "mlengine.services.get",
+    ("DELETE", "/v1/projects/{project}/services/{name}"): "mlengine.services.delete",
+    ("POST", "/v1/projects/{project}/services/{name}:start"): "mlengine.services.start",
+    ("POST", "/v1/projects/{project}/services/{name}:stop"): "mlengine.services.stop",
+    **{(method, "/v1/projects/{project}/services/{name}/proxy/{path:path}"): "mlengine.services.use"
+       for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")},
 }
 
 READ_ONLY = frozenset(p for p in PERMISSIONS.values() if p.endswith((".get", ".list")))

@@ -89,6 +89,7 @@ def build_components(settings: Settings) -> dict[str, Any]:
     parts = {"db": db, "token_repo": token_repo, "job_repo": job_repo, "executor": executor,
              "scheduler": scheduler, "job_service": service, "kinds": kinds}
     parts.update(build_serving(settings, db))
+    parts.update(build_services(settings, db))
     return parts
 
 
@@ -104,10 +105,24 @@ def build_serving(settings: Settings, db: Any) -> dict[str, Any]:
     return {"serving": manager, "model_service": ModelService(settings, repo, manager.counts)}
 
 
+def build_services(settings: Settings, db: Any) -> dict[str, Any]:
+    """Services: the built-in kinds (none yet), then ``MLE_SERVICE_KINDS``, and their manager."""
+    from mlengine.services import ServiceContext, ServiceRegistry, load_service_kind
+    from mlengine.services.manager import ServiceManager
+    from mlengine.store.services import ServiceRepository
+
+    context = ServiceContext(settings, db)
+    registry = ServiceRegistry()
+    for path in settings.service_kinds:
+        registry.register(load_service_kind(path, context))
+    return {"services": ServiceManager(settings, ServiceRepository(db), registry), "service_kinds": registry}
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from mlengine.api.app import create_app
+    from mlengine.services.proxy import close_clients as close_service_clients
 
     settings.home.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.home, 0o700)
@@ -131,7 +146,10 @@ def serve(settings: Settings, host: str, port: int) -> None:
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         scheduler.start()
         await parts["serving"].start()
+        parts["services"].start()
         yield
+        parts["services"].stop()  # services keep running, like replicas
+        await close_service_clients()
         await parts["serving"].stop()
         # uvicorn re-raises the signal that stopped it after shutdown: clean up here.
         forget_server_file()
@@ -140,7 +158,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     app = create_app(settings=settings, job_service=parts["job_service"],
                      token_repo=parts["token_repo"], lifespan=lifespan,
-                     model_service=parts["model_service"], serving=parts["serving"])
+                     model_service=parts["model_service"], serving=parts["serving"],
+                     services_manager=parts["services"])
 
     class RecordingServer(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
