@@ -173,3 +173,30 @@ def test_unsupported_corrupt_missing_and_too_big(tmp_path: Path) -> None:
     with pytest.raises(MLEngineError, match="more than the limit"):
         safe_extract(big, tmp_path / "out", max_bytes=100)
     assert not (tmp_path / "out").exists()
+
+
+def test_archive_bombs_are_refused(tmp_path: Path) -> None:
+    from mlengine.storage.archives import MAX_MEMBERS
+
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as zf:
+        for i in range(MAX_MEMBERS + 1):
+            zf.writestr(f"f{i}", b"")
+    with pytest.raises(MLEngineError, match=rf"{MAX_MEMBERS + 1} members, more than the limit"):
+        inspect_archive(many)
+
+    bomb = tmp_path / "bomb.zip"
+    chunk = b"\0" * (1024 * 1024)
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf, \
+            zf.open("zeros", "w", force_zip64=True) as member:
+        for _ in range(256):
+            member.write(chunk)
+    assert bomb.stat().st_size < 1024 * 1024
+    with pytest.raises(MLEngineError, match="looks like an archive bomb"):
+        inspect_archive(bomb)
+    with pytest.raises(MLEngineError, match="more than the limit of 1000"):
+        inspect_archive(bomb, max_bytes=1000)
+    dest = tmp_path / "out"
+    with pytest.raises(MLEngineError):
+        safe_extract(bomb, dest)
+    assert not dest.exists()

@@ -8,7 +8,11 @@ Contract
   names that are absolute (``/etc/x``, ``C:\\x``) or contain a ``..`` component; symbolic or
   hard links whose target lies outside the destination (targets are resolved against the other
   links of the archive, like ``realpath`` would once extracted, so link chains cannot escape);
-  absolute link targets; device files and FIFOs; archives larger than ``max_bytes`` when given.
+  absolute link targets; device files and FIFOs; and bombs: more than :data:`MAX_MEMBERS`
+  members, more than ``max_bytes`` (default :data:`MAX_UNPACKED_BYTES`) unpacked, or an unpacked
+  size more than :data:`MAX_RATIO` times the archive's own size (when it exceeds
+  :data:`RATIO_FLOOR_BYTES`, so tiny archives of text stay fine). Member sizes are the ones the
+  archive declares (tarfile and zipfile never extract more than a member declares).
 - :func:`safe_extract` validates every member before writing anything, extracts into a fresh
   temporary directory next to ``dest`` (tar extraction also uses the stdlib ``data`` filter as
   a second line of defence), then moves the result into ``dest`` (a rename when ``dest`` does
@@ -38,6 +42,11 @@ _KINDS = {
 }  # fmt: skip
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(_KINDS)
 _MAX_LINK_HOPS = 64
+#: Limits against archive bombs (see the contract).
+MAX_MEMBERS = 20_000
+MAX_UNPACKED_BYTES = 4 * 1024**3
+MAX_RATIO = 200
+RATIO_FLOOR_BYTES = 64 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -136,12 +145,31 @@ def _resolver(links: dict[str, str]) -> Callable[[list[str]], list[str] | None]:
     return resolve
 
 
+def _check_bomb(archive: Path, members: list[_Member], max_bytes: int | None) -> None:
+    if len(members) > MAX_MEMBERS:
+        raise MLEngineError(Code.INVALID_ARGUMENT,
+                            f"Archive {archive.name} has {len(members)} members, more than the limit of {MAX_MEMBERS}.")
+    total = sum(m.size for m in members)
+    limit = MAX_UNPACKED_BYTES if max_bytes is None else max_bytes
+    if total > limit:
+        raise MLEngineError(
+            Code.INVALID_ARGUMENT,
+            f"Archive {archive.name} expands to {total} bytes, more than the limit of {limit}.",
+        )
+    packed = max(archive.stat().st_size, 1)
+    if total > RATIO_FLOOR_BYTES and total > MAX_RATIO * packed:
+        raise MLEngineError(
+            Code.INVALID_ARGUMENT,
+            f"Archive {archive.name} expands {total // packed}-fold ({packed} bytes to {total}), more than the "
+            f"limit of {MAX_RATIO}: it looks like an archive bomb.",
+        )
+
+
 def _validate(archive: Path, members: list[_Member], max_bytes: int | None) -> None:
+    _check_bomb(archive, members, max_bytes)
     links = {m.name: m.link for m in members if m.kind == "symlink"}
     resolve = _resolver(links)
-    total = 0
     for m in members:
-        total += m.size
         if m.kind == "device":
             raise _refuse(archive, m.raw, "device files and FIFOs are not allowed")
         if m.kind in ("symlink", "hardlink"):
@@ -155,11 +183,6 @@ def _validate(archive: Path, members: list[_Member], max_bytes: int | None) -> N
                 raise _refuse(archive, m.raw, f"it links to {m.link!r}, outside the destination")
         elif m.name and resolve(m.name.split("/")) is None:
             raise _refuse(archive, m.raw, "it would be written outside the destination")
-    if max_bytes is not None and total > max_bytes:
-        raise MLEngineError(
-            Code.INVALID_ARGUMENT,
-            f"Archive {archive.name} expands to {total} bytes, more than the limit of {max_bytes}.",
-        )
 
 
 @contextlib.contextmanager
