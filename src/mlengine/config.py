@@ -38,6 +38,8 @@ def _check_port_range(text: str) -> str:
 
 
 _JOB_KINDS_VALID = "must be comma-separated package.module:Class paths"
+_SCHEMES_VALID = "must be comma-separated URI schemes such as file,gs,s3,https"
+_SCHEME_NAME_RE = re.compile(r"[a-z][a-z0-9+.-]*")
 _KIND_PATH_RE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 _PATHS_VALID = "must be comma-separated absolute paths"
 _ENV_NAMES_VALID = "must be comma-separated variable names or PREFIX* patterns"
@@ -167,6 +169,22 @@ class Settings(BaseSettings):
         "names or PREFIX* patterns (PATH, LANG, LC_*, TZ, LD_LIBRARY_PATH and the GPU selection variables "
         "always pass; nothing else of the server's environment does).",
         default=(), json_schema_extra={"valid": _ENV_NAMES_VALID})
+    # URIs the server fetches for users (no server-side request forgery) --------------------
+    uri_schemes: Annotated[tuple[str, ...], NoDecode] = _env(
+        "MLE_URI_SCHEMES",
+        "URI schemes the server reads and writes for users (packageUris, jobDir, deploymentUri), "
+        "comma-separated; file = local paths.",
+        default=("file", "gs", "gcs", "s3", "s3a", "az", "abfs", "hdfs", "http", "https", "memory"),
+        json_schema_extra={"valid": _SCHEMES_VALID})
+    storage_roots: Annotated[tuple[str, ...], NoDecode] = _env(
+        "MLE_STORAGE_ROOTS",
+        "Local directories users' local paths must lie under, comma-separated absolute paths; default: "
+        "anywhere but MLE_HOME (whose upload staging area stays allowed).",
+        default=(), json_schema_extra={"valid": _PATHS_VALID})
+    uri_allow_private_networks: bool = _env(
+        "MLE_URI_ALLOW_PRIVATE_NETWORKS",
+        "Let http(s) URIs point at loopback, link-local (cloud metadata) and private addresses.",
+        default=False)
     # Online prediction (models and versions) ---------------------------------------------
     predict_max_body_bytes: PositiveInt = _env(
         "MLE_PREDICT_MAX_BODY_BYTES", "Largest prediction request body (413 beyond).", default=1536 * 1024)
@@ -220,7 +238,17 @@ class Settings(BaseSettings):
                 raise ValueError(_JOB_KINDS_VALID)
         return value
 
-    @field_validator("sandbox_writable", "sandbox_hidden", mode="before")
+    @field_validator("uri_schemes", mode="before")
+    @classmethod
+    def _split_schemes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        for entry in value:
+            if not isinstance(entry, str) or not _SCHEME_NAME_RE.fullmatch(entry):
+                raise ValueError(_SCHEMES_VALID)
+        return value
+
+    @field_validator("sandbox_writable", "sandbox_hidden", "storage_roots", mode="before")
     @classmethod
     def _split_paths(cls, value: Any) -> Any:
         if isinstance(value, str):

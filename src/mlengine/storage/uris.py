@@ -49,6 +49,23 @@ _SUPPORTED_HINT = (
 _usable_schemes: set[str] = set()
 
 
+def chain(uri: str) -> list[str]:
+    """The links of a chained fsspec URI (``simplecache::gs://b/x``); a ``::`` inside brackets
+    (an IPv6 literal such as ``http://[fd00:ec2::254]/``) does not chain."""
+    links, depth, start, i = [], 0, 0, 0
+    while i < len(uri):
+        char = uri[i]
+        depth += char == "["
+        depth -= char == "]"
+        if depth == 0 and uri.startswith("::", i):
+            links.append(uri[start:i])
+            start = i = i + 2
+            continue
+        i += 1
+    links.append(uri[start:])
+    return links
+
+
 def scheme(uri: str) -> str | None:
     """The lowercased scheme of ``uri`` (``"gs"``), or None for a plain local path."""
     match = _SCHEME_RE.match(uri)
@@ -57,7 +74,7 @@ def scheme(uri: str) -> str | None:
 
 def is_local(uri: str) -> bool:
     """True for plain paths and ``file://`` (or fsspec ``local://``) URIs."""
-    return "::" not in uri and scheme(uri) in (None, *_LOCAL_SCHEMES)
+    return len(chain(uri)) == 1 and scheme(uri) in (None, *_LOCAL_SCHEMES)
 
 
 def local_path(uri: str) -> Path:
@@ -96,7 +113,7 @@ def check_usable(uri: str, field: str) -> None:
         raise invalid(field, "must be a non-empty path or URI.")
     if "\x00" in uri:
         raise invalid(field, f"{uri!r} contains a NUL character.")
-    links = uri.split("::")
+    links = chain(uri)
     for link in links:
         proto = scheme(link)
         if proto is None:
@@ -179,7 +196,7 @@ def join(base_uri: str, *parts: str) -> str:
 
 
 def _basename(uri: str) -> str:
-    target = next((link for link in uri.split("::") if "://" in link), uri)
+    target = next((link for link in chain(uri) if "://" in link), uri)
     name = posixpath.basename(_SCHEME_RE.sub("", target))
     if name in ("", ".", ".."):
         raise MLEngineError(Code.INVALID_ARGUMENT, f"{uri} does not name a file.")
@@ -272,7 +289,7 @@ def makedirs(uri: str) -> None:
         with _io_errors(uri, "creating"):
             local_path(uri).mkdir(parents=True, exist_ok=True)
         return
-    if scheme(uri) in _IMPLICIT_DIR_SCHEMES and "::" not in uri:
+    if scheme(uri) in _IMPLICIT_DIR_SCHEMES and len(chain(uri)) == 1:
         check_usable(uri, "uri")
         return
     fs, path = filesystem(uri)

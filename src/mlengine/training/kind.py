@@ -35,6 +35,7 @@ from mlengine.jobs.kinds import (
 from mlengine.jobs.lifecycle import FAILED, SUCCEEDED
 from mlengine.jobs.paths import JobPaths
 from mlengine.jobs.sandboxing import job_dir_problem
+from mlengine.storage.policy import uri_policy
 from mlengine.store.models import JobRow
 from mlengine.training import cluster
 from mlengine.training.jobspec import validate_training_input
@@ -63,14 +64,18 @@ def local_job_dir(training_input: Mapping[str, Any]) -> str | None:
 
 
 def check_uris(training_input: Mapping[str, Any], settings: Settings | None = None) -> None:
-    """Package URIs must be usable (local archives are opened and checked); so must jobDir, which
-    trainers must be able to write (inside ``MLE_SANDBOX_WRITABLE``, outside the server's files)."""
+    """Package URIs must be allowed by the server's URI policy (no server-side request forgery)
+    and usable (local archives are opened and checked); so must jobDir, which trainers must be
+    able to write (inside ``MLE_SANDBOX_WRITABLE``, outside the server's files)."""
     from mlengine.core.packaging import validate_package_archive
     from mlengine.storage import uris
 
+    policy = uri_policy(settings) if settings is not None else None
     for i, uri in enumerate(training_input["packageUris"]):
         field = f"trainingInput.packageUris[{i}]"
         uris.check_usable(uri, field)
+        if policy is not None:
+            policy.check(uri, field)
         if uris.is_local(uri):
             path = uris.local_path(uri)
             if not path.is_file():
@@ -82,6 +87,8 @@ def check_uris(training_input: Mapping[str, Any], settings: Settings | None = No
     job_dir = training_input.get("jobDir")
     if job_dir:
         uris.check_usable(job_dir, "trainingInput.jobDir")
+        if policy is not None:
+            policy.check(job_dir, "trainingInput.jobDir")
     local = local_job_dir(training_input)
     if local and settings is not None:
         problem = job_dir_problem(settings, Path(local))
@@ -118,7 +125,7 @@ class TrainingKind(JobKind):
         return replica_requests(job.input, self._table())
 
     def prepare(self, job: JobRow, paths: JobPaths, log: Any) -> Any:
-        packages = fetch_packages(job, paths)
+        packages = fetch_packages(job, paths, uri_policy(self.context.settings))
         env = self.env_cache.prepare(packages, log=log)
         self._module_probe.check(job, env)
         paths.metric_file.parent.mkdir(parents=True, exist_ok=True)

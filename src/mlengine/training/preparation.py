@@ -14,6 +14,7 @@ from typing import Any
 
 from mlengine.errors import Code, MLEngineError
 from mlengine.jobs.paths import JobPaths
+from mlengine.storage.policy import UriPolicy
 from mlengine.store.models import JobRow
 
 _PROBE = (
@@ -24,15 +25,25 @@ _PROBE = (
 )
 
 
-def fetch_packages(job: JobRow, paths: JobPaths) -> list[Path]:
-    """Local paths of the job's packages (remote URIs downloaded), each validated."""
+def fetch_packages(job: JobRow, paths: JobPaths, policy: UriPolicy) -> list[Path]:
+    """Local paths of the job's packages (remote URIs downloaded), each checked by the URI
+    policy again (a symbolic link or a DNS answer may have changed since submission) and
+    validated. http(s) downloads check every redirect before following it."""
     from mlengine.core.packaging import validate_package_archive
     from mlengine.storage import uris
+    from mlengine.storage.policy import fetch_http
 
     local = []
-    for uri in job.input["packageUris"]:
+    for i, uri in enumerate(job.input["packageUris"]):
+        field = f"trainingInput.packageUris[{i}]"
+        policy.check(uri, field)
         if uris.is_local(uri):
             path = uris.local_path(uri)
+        elif uris.scheme(uri) in ("http", "https"):
+            paths.service_log(f"Downloading {uri}")
+            paths.packages_dir.mkdir(parents=True, exist_ok=True)
+            name = uri.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "package.tar.gz"
+            path = fetch_http(uri, paths.packages_dir / name, policy, field)
         else:
             paths.service_log(f"Downloading {uri}")
             path = uris.fetch(uri, paths.packages_dir)
