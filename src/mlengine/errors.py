@@ -2,7 +2,9 @@
 
 Every layer raises :class:`MLEngineError`; the API maps it to HTTP in exactly one place
 (``mlengine.api.errors``) using the Google API error shape
-``{"error": {"code": 404, "message": "...", "status": "NOT_FOUND"}}``.
+``{"error": {"code": 404, "message": "...", "status": "NOT_FOUND"}}``. Long-running operations
+report errors as ``google.rpc.Status`` (``{"code": 5, "message": "..."}``): the RPC code of each
+:class:`Code` is :attr:`Code.rpc_code`, and :meth:`MLEngineError.status` renders one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 class Code(enum.Enum):
     """Google API canonical codes with their HTTP status."""
 
+    CANCELLED = (499, "CANCELLED")
     INVALID_ARGUMENT = (400, "INVALID_ARGUMENT")
     FAILED_PRECONDITION = (400, "FAILED_PRECONDITION")
     OUT_OF_RANGE = (400, "OUT_OF_RANGE")
@@ -33,6 +36,19 @@ class Code(enum.Enum):
     def http_status(self) -> int:
         # Values are (status, name) so codes sharing a status stay distinct members.
         return int(self.value[0])
+
+    @property
+    def rpc_code(self) -> int:
+        """The ``google.rpc.Code`` number (what an Operation's ``error.code`` holds)."""
+        return _RPC_CODES[self.name]
+
+
+#: google.rpc.Code numbers; PAYLOAD_TOO_LARGE (HTTP only) is an INVALID_ARGUMENT there.
+_RPC_CODES = {
+    "CANCELLED": 1, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5, "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9, "ABORTED": 10, "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14, "UNAUTHENTICATED": 16, "PAYLOAD_TOO_LARGE": 3,
+}  # fmt: skip
 
 
 class MLEngineError(Exception):
@@ -59,6 +75,10 @@ class MLEngineError(Exception):
         if self.details:
             body["details"] = self.details
         return {"error": body}
+
+    def status(self) -> dict[str, Any]:
+        """The error as a ``google.rpc.Status`` (an Operation's ``error``)."""
+        return {"code": self.code.rpc_code, "message": self.message}
 
     def __repr__(self) -> str:
         return f"MLEngineError({self.code.name}, {self.message!r})"

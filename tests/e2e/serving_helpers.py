@@ -93,7 +93,8 @@ def alive(pid: int) -> bool:
 
 
 def kill_serving(home: Path) -> None:
-    """Tests leave nothing running: zygotes and replicas of ``home``."""
+    """Tests leave nothing running: zygotes, replicas and operation workers (with everything
+    they started) of ``home``."""
     import signal
 
     for entry in Path("/proc").iterdir():
@@ -103,6 +104,20 @@ def kill_serving(home: Path) -> None:
             cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
+        if str(home) in cmdline and "mlengine.jobs.operations.worker" in cmdline:
+            with contextlib.suppress(OSError):
+                os.killpg(int(entry.name), signal.SIGKILL)
         if str(home) in cmdline and "mlengine.prediction" in cmdline:
             with contextlib.suppress(OSError):
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+def operation_handle(server: ServerProcess, name: str) -> dict[str, Any]:
+    """The worker handle recorded on operation ``name`` (``projects/p/operations/x`` or ``x``),
+    read from the server's SQLite store."""
+    import json
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(server.home / "mlengine.db", timeout=30)) as db:
+        row = db.execute("SELECT handle FROM operations WHERE name = ?", (name.rsplit("/", 1)[-1],)).fetchone()
+    return dict(json.loads(row[0]) or {}) if row and row[0] else {}

@@ -7,13 +7,14 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 import mlengine
-from mlengine.api import jobs, models, services, system
+from mlengine.api import discovery, jobs, models, operations, services, system
 from mlengine.api.auth import TokenCache, authorize, authorize_predict
 from mlengine.api.errors import install_error_handlers
 
 
 def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: Any = None,
-               model_service: Any = None, serving: Any = None, services_manager: Any = None) -> FastAPI:
+               model_service: Any = None, serving: Any = None, services_manager: Any = None,
+               operations_runner: Any = None) -> FastAPI:
     app = FastAPI(
         title="mlengine",
         version=mlengine.__version__,
@@ -34,18 +35,22 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
     app.state.serving = serving
     app.include_router(models.router)
     app.router.routes.extend(models.PREDICT_ROUTES)
+    app.state.operations = operations_runner
+    app.include_router(operations.router)
     app.state.services = services_manager
     app.include_router(services.router)
     app.router.routes.extend(services.PROXY_ROUTES)
     from mlengine.prediction.router import PredictMiddleware
 
     app.add_middleware(PredictMiddleware, authorize=authorize_predict)
+    app.state.unimplemented = discovery.install(app, iter_routes(app))
     return app
 
 
-def iter_routes(app: FastAPI) -> list[tuple[str, str]]:
+def iter_routes(app: FastAPI, generated: bool = False) -> list[tuple[str, str]]:
     """Every (method, path template) the app serves, walking included routers (newer
-    FastAPI versions keep them as lazy wrappers)."""
+    FastAPI versions keep them as lazy wrappers); with ``generated``, also the routes made
+    from the discovery document (:mod:`mlengine.api.discovery`: 501s, no permission)."""
     found: list[tuple[str, str]] = []
 
     def walk(routes: Any, prefix: str) -> None:
@@ -54,6 +59,8 @@ def iter_routes(app: FastAPI) -> list[tuple[str, str]]:
             if original is not None:
                 context = getattr(route, "include_context", None)
                 walk(original.routes, prefix + (getattr(context, "prefix", "") or ""))
+                continue
+            if isinstance(route, discovery.GeneratedRoute) and not generated:
                 continue
             methods = getattr(route, "methods", None) or ()
             for method in sorted(methods):

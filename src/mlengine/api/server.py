@@ -87,22 +87,32 @@ def build_components(settings: Settings) -> dict[str, Any]:
     wake_target.append(scheduler.wake)
     service = JobService(settings, job_repo, kinds, scheduler.wake)
     parts = {"db": db, "token_repo": token_repo, "job_repo": job_repo, "executor": executor,
-             "scheduler": scheduler, "job_service": service, "kinds": kinds}
-    parts.update(build_serving(settings, db))
+             "scheduler": scheduler, "job_service": service, "kinds": kinds,
+             "operations": build_operations(settings, db)}
+    parts.update(build_serving(settings, db, parts["operations"]))
     parts.update(build_services(settings, db))
     return parts
 
 
-def build_serving(settings: Settings, db: Any) -> dict[str, Any]:
-    """Models, versions and online prediction: the service behind the API and the manager."""
-    from mlengine.core.environments import EnvironmentCache
+def build_operations(settings: Settings, db: Any) -> Any:
+    """The runner of long-running operations of every kind (workers under MLE_HOME/operations)."""
+    from mlengine.jobs.operations import OperationRunner
+    from mlengine.store.operations import OperationRepository
+
+    return OperationRunner(OperationRepository(db), settings.home / "operations")
+
+
+def build_serving(settings: Settings, db: Any, operations: Any) -> dict[str, Any]:
+    """Models, versions and online prediction: the service behind the API and the manager,
+    which owns the version operations."""
     from mlengine.prediction.manager import ServingManager
     from mlengine.prediction.service import ModelService
     from mlengine.store.serving import ServingRepository
 
     repo = ServingRepository(db)
-    manager = ServingManager(settings, repo, EnvironmentCache(settings.envs_dir))
-    return {"serving": manager, "model_service": ModelService(settings, repo, manager.counts)}
+    manager = ServingManager(settings, repo, operations)
+    service = ModelService(settings, repo, operations, events=manager, counts=manager.counts)
+    return {"serving": manager, "model_service": service}
 
 
 def build_services(settings: Settings, db: Any) -> dict[str, Any]:
@@ -146,6 +156,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         scheduler.start()
         await parts["serving"].start()
+        await parts["operations"].reconcile()  # once their owners have reconciled
         parts["services"].start()
         yield
         parts["services"].stop()  # services keep running, like replicas
@@ -159,7 +170,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     app = create_app(settings=settings, job_service=parts["job_service"],
                      token_repo=parts["token_repo"], lifespan=lifespan,
                      model_service=parts["model_service"], serving=parts["serving"],
-                     services_manager=parts["services"])
+                     services_manager=parts["services"], operations_runner=parts["operations"])
 
     class RecordingServer(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

@@ -2,17 +2,26 @@
 
 Contract
 --------
-- Lives on the server's event loop (:meth:`start` in the lifespan, :meth:`stop` at shutdown).
-  The metadata store is the truth; the manager keeps an in-memory route table (model →
-  default version, version → state and :class:`~mlengine.prediction.pool.VersionPool`) so a
-  prediction never touches the database. After every change through the API,
-  :meth:`reconcile_model` re-reads that model and acts: a CREATING version gets a creation
-  task (copy the files, install packages, load the model in a first replica: READY, or
-  FAILED with the loader's message), a DELETING one a deletion task, a READY one a pool whose
-  scaling follows its spec. At start-up every model is reconciled, so work interrupted by a
-  restart resumes.
+- Lives on the server's event loop (:meth:`ServingManager.start` in the lifespan,
+  :meth:`ServingManager.stop` at shutdown). The metadata store is the truth; the manager keeps
+  an in-memory route table (model → traffic policy and default version, version → state and
+  :class:`~mlengine.prediction.pool.VersionPool`) so a prediction never touches the database.
+- It is the model service's :class:`~mlengine.prediction.events.ServingEvents`: after every
+  change the service stored, :meth:`reconcile_model` re-reads that model and acts. A CREATING
+  version gets a creation task: staging (copy the files, install the packages) runs in a
+  worker process of its ``CREATE_VERSION`` operation
+  (:meth:`~mlengine.jobs.operations.OperationRunner.run_worker`), then the model is loaded in
+  a first replica: READY, or FAILED with the loader's message. A DELETING version gets a
+  deletion task, a READY one a pool whose scaling follows its spec. At start-up every model is
+  reconciled, so work interrupted by a restart resumes (a staging worker still running is
+  adopted).
+- It owns the ``CREATE_VERSION`` and ``DELETE_VERSION`` operation kinds
+  (:class:`VersionOperations`): cancelling a creation stops the task and its worker, removes
+  the half-created version (row, files, default) and ends the operation CANCELLED.
 - :meth:`resolve` maps a predict URL to a pool, or to the flat-error result to send back
-  (404 unknown, 503 + Retry-After while CREATING, 400 for a FAILED version).
+  (404 unknown, 503 + Retry-After while CREATING, 400 for a FAILED version); a call on the
+  model's name asks the model's :class:`~mlengine.prediction.traffic.TrafficPolicy`.
+- Replicas run where the :class:`~mlengine.prediction.backends.ReplicaBackend` puts them.
 - A background tick drives every pool's scaling and time-outs and records ``lastUseTime``.
 """
 
@@ -20,35 +29,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mlengine.config import Settings
 from mlengine.errors import Code, MLEngineError
-from mlengine.prediction import deploy, specs
+from mlengine.jobs.lifecycle import VersionState
+from mlengine.jobs.operations import Operation, OperationRunner, WorkerFailed, cancelled_status
+from mlengine.prediction import specs, staging
 from mlengine.prediction.backends import ReplicaBackend, ReplicaStartError, ReplicaTemplate, create_backend
-from mlengine.prediction.launcher import zygote_kind
+from mlengine.prediction.events import ServingEvents
 from mlengine.prediction.pool import Result, Scaling, VersionPool, error_result
 from mlengine.prediction.replica import ReplicaConfig
-from mlengine.prediction.service import VERSION_TYPE, finish_operation
+from mlengine.prediction.service import VERSION_TYPE
 from mlengine.prediction.traffic import DEFAULT_POLICY, TrafficPolicy, policy_for
-from mlengine.store.serving import ModelRow, OperationRow, ServingRepository, VersionRow
+from mlengine.store.operations import OperationRow
+from mlengine.store.serving import ModelRow, ServingRepository, VersionRow
 
 log = logging.getLogger("mlengine.serving")
 TICK_SECONDS = 0.25
 LAST_USE_FLUSH_SECONDS = 10.0
+NOTIFY_TIMEOUT_SECONDS = 60.0
+CREATE_VERSION = "CREATE_VERSION"
+DELETE_VERSION = "DELETE_VERSION"
+CREATING, READY, DELETING, FAILED = (VersionState.CREATING.value, VersionState.READY.value,
+                                     VersionState.DELETING.value, VersionState.FAILED.value)
 
 
 @dataclass
 class VersionRoute:
     pk: int
-    state: str = "CREATING"
+    state: str = CREATING
     error: str = ""
     pool: VersionPool | None = None
 
@@ -60,43 +79,64 @@ class ModelRoute:
     policy: TrafficPolicy = DEFAULT_POLICY
 
 
-class ServingManager:
-    def __init__(self, settings: Settings, repo: ServingRepository, env_cache: Any,
+def parse_target(target: str) -> tuple[str, str, str | None]:
+    """``(project, model, version or None)`` of ``projects/p/models/m[/versions/v]``."""
+    parts = target.split("/")
+    if len(parts) not in (4, 6) or parts[0] != "projects" or parts[2] != "models" or (
+            len(parts) == 6 and parts[4] != "versions"):
+        raise ValueError(f"not a model or version name: {target!r}")
+    return parts[1], parts[3], parts[5] if len(parts) == 6 else None
+
+
+class ServingManager(ServingEvents):
+    def __init__(self, settings: Settings, repo: ServingRepository, operations: OperationRunner, *,
+                 backend: ReplicaBackend | None = None,
                  traffic: Callable[[ModelRow], TrafficPolicy] = policy_for) -> None:
         self.settings = settings
-        self.traffic = traffic
         self.repo = repo
-        self.env_cache = env_cache
+        self.operations = operations
+        self.backend: ReplicaBackend = backend or create_backend(settings)
+        self.traffic = traffic
         self.routes: dict[tuple[str, str], ModelRoute] = {}
         self.creating: dict[int, asyncio.Task[None]] = {}
         self.deleting: dict[int, asyncio.Task[None]] = {}
-        self.backend: ReplicaBackend = create_backend(settings)
         self._ticker: asyncio.Task[None] | None = None
         self._flushed: dict[int, float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._discarding: set[int] = set()
+        operations.register(VersionOperations(self))
 
     # Lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        for model in await asyncio.to_thread(self.repo.all_models):
+        """Reconcile every model (resuming interrupted work), then start the tick."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        models = await asyncio.to_thread(self.repo.all_models)
+        for model in models:
             await self.reconcile_model(model.project, model.name)
-        for op in await asyncio.to_thread(self.repo.pending_operations):
-            route = self.routes.get((op.project, op.model_name))
-            if route is None or (op.version_name or "") not in route.versions:
-                await asyncio.to_thread(finish_operation, self.repo, op, error={
-                    "code": 13, "message": "The version this operation worked on no longer exists."})
-        self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+        templates = [v.pool.template for r in self.routes.values() for v in r.versions.values() if v.pool]
+        await self.backend.reconcile(templates)
+        self._ticker = self._loop.create_task(self._tick_loop())
 
     async def stop(self) -> None:
+        """Stop the tick, the creation and deletion tasks (their workers live on, for the next
+        server to adopt) and every replica."""
         if self._ticker is not None:
             self._ticker.cancel()
-        for task in [*self.creating.values(), *self.deleting.values()]:
+        tasks = [*self.creating.values(), *self.deleting.values()]
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for route in self.routes.values():
             for version in route.versions.values():
                 if version.pool is not None:
                     version.pool.close()
         await asyncio.sleep(0)
-        await self._flush_last_use(force=True)
+        with contextlib.suppress(Exception):
+            await self._flush_last_use()
         await self.backend.close()
+        self._loop = None
 
     async def _tick_loop(self) -> None:
         last_flush = time.monotonic()
@@ -115,7 +155,7 @@ class ServingManager:
     def pools(self) -> list[VersionPool]:
         return [v.pool for r in self.routes.values() for v in r.versions.values() if v.pool is not None]
 
-    async def _flush_last_use(self, force: bool = False) -> None:
+    async def _flush_last_use(self) -> None:
         changes = {}
         now_wall, now_mono = time.time(), time.monotonic()
         for route in self.routes.values():
@@ -123,12 +163,31 @@ class ServingManager:
                 pool = version.pool
                 if pool is not None and pool.used and self._flushed.get(version.pk) != pool.last_request:
                     self._flushed[version.pk] = pool.last_request
-                    import datetime as dt
-
                     wall = now_wall - (now_mono - pool.last_request)
                     changes[version.pk] = dt.datetime.fromtimestamp(wall, dt.timezone.utc)
         if changes:
             await asyncio.to_thread(self.repo.set_last_use, changes)
+
+    # ServingEvents (any thread) ----------------------------------------------------------------
+    def model_changed(self, project: str, model: str) -> None:
+        self._notify(self.reconcile_model(project, model))
+
+    def version_changed(self, project: str, model: str, version: str) -> None:
+        self._notify(self.reconcile_model(project, model))
+
+    def _notify(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` on the manager's loop; from another thread, wait until it is done."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            work.close()
+            return
+        if threading.get_ident() == self._loop_thread:
+            loop.create_task(work)
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(work, loop).result(NOTIFY_TIMEOUT_SECONDS)
+        except Exception:  # the store is the truth: the next reconcile catches up
+            log.exception("applying a change to the route table failed")
 
     # Routing (hot path) ----------------------------------------------------------------------
     def resolve(self, project: str, model: str, version: str | None) -> VersionPool | Result:
@@ -142,12 +201,12 @@ class ServingManager:
         found = route.versions.get(name)
         if found is None:
             return error_result(404, f"Version projects/{project}/models/{model}/versions/{name} not found.")
-        if found.pool is not None and found.state == "READY":
+        if found.pool is not None and found.state == READY:
             return found.pool
-        if found.state == "CREATING":
+        if found.state == CREATING:
             return error_result(503, f"Version {name} of model {model} is not ready yet (state CREATING); "
                                 "retry in a few seconds.", retry=True)
-        if found.state == "FAILED":
+        if found.state == FAILED:
             return error_result(400, f"Version {name} of model {model} failed to deploy: {found.error}")
         return error_result(404, f"Version {name} of model {model} is being deleted.")
 
@@ -181,19 +240,19 @@ class ServingManager:
                 if found is not None and found.pool is not None:
                     found.pool.close()
                 found = route.versions[row.name] = VersionRoute(row.id)
-            if found.state == "READY" and row.state == "CREATING":
+            if found.state == READY and row.state == CREATING:
                 continue  # the creation task got there first; the row we read is older
             found.state, found.error = row.state, row.error_message
-            if row.state == "CREATING" and row.id not in self.creating:
+            if row.state == CREATING and row.id not in self.creating and row.id not in self._discarding:
                 self._spawn(self.creating, row.id, self._create(model, row))
-            elif row.state == "DELETING" and row.id not in self.deleting:
+            elif row.state == DELETING and row.id not in self.deleting:
                 self._spawn(self.deleting, row.id, self._delete(model, row))
-            elif row.state == "READY":
+            elif row.state == READY:
                 if found.pool is None:
                     found.pool = self._make_pool(model, row)
                 else:
                     found.pool.scaling = self._scaling(row.spec)
-            elif row.state == "FAILED" and found.pool is not None:
+            elif row.state == FAILED and found.pool is not None:
                 found.pool.close()
                 found.pool = None
         for name_ in [n for n in route.versions if n not in seen]:
@@ -204,12 +263,7 @@ class ServingManager:
     def _spawn(self, registry: dict[int, asyncio.Task[None]], pk: int, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
         registry[pk] = task
-        task.add_done_callback(lambda _t: registry.pop(pk, None))
-
-    def cancel_creation(self, version_pk: int) -> None:
-        task = self.creating.get(version_pk)
-        if task is not None:
-            task.cancel()
+        task.add_done_callback(lambda _t: registry.pop(pk, None) if registry.get(pk) is _t else None)
 
     # Pools -----------------------------------------------------------------------------------
     def _scaling(self, spec: dict[str, Any]) -> Scaling:
@@ -233,79 +287,77 @@ class ServingManager:
 
     def _template(self, model: ModelRow, row: VersionRow, label: str) -> ReplicaTemplate:
         internal, spec = row.internal, row.spec
+        cpus = specs.machine_cpus(spec.get("machineType"))
         config = ReplicaConfig(
             model_dir=internal["modelDir"], framework=internal["framework"],
             prediction_class=spec.get("predictionClass"), framework_hint=spec.get("framework"),
             pythonpath=list(internal.get("pythonpath") or []), max_batch=self.settings.predict_max_batch,
             batch_wait_ms=self.settings.predict_batch_wait_ms,
-            accept_timeout=self.settings.serving_start_timeout_seconds,
+            accept_timeout=self.settings.serving_start_timeout_seconds, cpus=cpus,
         )
         return ReplicaTemplate(
             key=f"{model.project}/{model.name}/{row.name}#{row.id}", label=label, config=config,
-            root=Path(internal["root"]), runtime_kind=internal.get("zygoteKind") or "base",
+            root=Path(internal["root"]), runtime_kind=internal.get("zygoteKind") or "base", cpus=cpus,
             start_timeout=self.settings.serving_start_timeout_seconds,
         )
 
     # Creating and deleting versions ------------------------------------------------------------
-    def _stage(self, model: ModelRow, row: VersionRow) -> dict[str, Any]:
-        """Blocking: copy the files, resolve the framework, install packages."""
-        spec = row.spec
-        root = self.settings.models_dir / model.project / model.name / f"{row.name}-{row.id}"
-        root.mkdir(parents=True, exist_ok=True)
-        source = deploy.inspect_source(spec["deploymentUri"], self.settings.model_max_files,
-                                       self.settings.model_max_bytes)
-        framework = deploy.resolve_framework(source, spec.get("framework"), spec.get("predictionClass"))
-        model_dir = root / "model"
-        shutil.rmtree(model_dir, ignore_errors=True)
-        deploy.stage(source, model_dir)
-        pythonpath: list[str] = []
-        if spec.get("packageUris"):
-            from mlengine.storage import uris
-
-            packages_dir = root / "packages"
-            paths = [uris.fetch(uri, packages_dir) for uri in spec["packageUris"]]
-            pythonpath = list(self.env_cache.prepare(paths).pythonpath)
-        return {"root": str(root), "modelDir": str(model_dir), "framework": framework, "pythonpath": pythonpath,
-                "zygoteKind": zygote_kind(framework, spec.get("predictionClass"), source.top_level)}
+    def version_root(self, model: ModelRow, row: VersionRow) -> Path:
+        """The version's managed directory (model copy, packages, replica logs)."""
+        return self.settings.models_dir / model.project / model.name / f"{row.name}-{row.id}"
 
     async def _operation_for(self, model: ModelRow, row: VersionRow, kind: str) -> OperationRow | None:
-        ops = await asyncio.to_thread(self.repo.pending_operations)
-        return next((op for op in ops if op.project == model.project and op.model_name == model.name
-                     and op.version_name == row.name and op.operation_type == kind), None)
+        target = f"{specs.model_name(model.project, model.name)}/versions/{row.name}"
+        ops = await asyncio.to_thread(self.operations.repo.pending, kind, target)
+        return ops[-1] if ops else None
+
+    async def _stage(self, model: ModelRow, row: VersionRow, op: OperationRow | None) -> dict[str, Any]:
+        payload = staging.stage_payload(self.version_root(model, row), row.spec,
+                                        max_files=self.settings.model_max_files,
+                                        max_bytes=self.settings.model_max_bytes, envs_dir=self.settings.envs_dir)
+        if op is None:  # a version without its operation (created by an older server): stage here
+            return await asyncio.to_thread(staging.stage_version, payload)
+        result: dict[str, Any] = await self.operations.run_worker(op, staging.STAGE_FUNCTION, payload, step="stage")
+        return result
 
     async def _create(self, model: ModelRow, row: VersionRow) -> None:
-        op = await self._operation_for(model, row, "CREATE_VERSION")
+        op = await self._operation_for(model, row, CREATE_VERSION)
         pool: VersionPool | None = None
         try:
-            internal = await asyncio.to_thread(self._stage, model, row)
+            internal = await self._stage(model, row, op)
             row = await asyncio.to_thread(self.repo.update_version, row.id,
                                           lambda v: setattr(v, "internal", {**v.internal, **internal}))
             pool = self._make_pool(model, row)
             replica = await pool.start_replicas(1)[0]
-            framework = getattr(replica, "info", {}).get("framework") or internal["framework"]
+            framework = replica.info.get("framework") or internal["framework"]
 
             def ready(v: VersionRow) -> None:
-                v.state = "READY"
+                v.state = READY
                 v.internal = {**v.internal, "framework": framework}
 
             row = await asyncio.to_thread(self.repo.update_version, row.id, ready)
             route = self.routes.setdefault((model.project, model.name), ModelRoute())
             found = route.versions.setdefault(row.name, VersionRoute(row.id))
-            found.state, found.error, found.pool = "READY", "", pool
+            found.state, found.error, found.pool = READY, "", pool
             pool = None
             if op is not None:
                 fresh = await asyncio.to_thread(self.repo.get_model, model.project, model.name)
                 response = {"@type": VERSION_TYPE, **specs.render_version(fresh, row)}
-                await asyncio.to_thread(finish_operation, self.repo, op, response=response)
+                await self.operations.finish_async(op, response=response)
         except asyncio.CancelledError:
-            await self._creation_failed(model, row, op, "Version creation was cancelled.", 1)
+            raise  # a server shutdown (the next one resumes) or a cancel (VersionOperations cleans up)
+        except WorkerFailed as err:
+            await self._creation_failed(model, row, op, str(err.status.get("message")),
+                                        int(err.status.get("code") or Code.INTERNAL.rpc_code))
         except MLEngineError as err:
-            await self._creation_failed(model, row, op, err.message, 3)
+            await self._creation_failed(model, row, op, err.message, err.code.rpc_code)
         except ReplicaStartError as err:
-            await self._creation_failed(model, row, op, f"Failed to load the model: {err}", 3)
+            await self._creation_failed(model, row, op, f"Failed to load the model: {err}",
+                                        Code.INVALID_ARGUMENT.rpc_code)
         except Exception as err:
             log.exception("creating %s failed", row.name)
-            await self._creation_failed(model, row, op, f"Internal error: {type(err).__name__}: {err}", 13)
+            await self._creation_failed(model, row, op, f"Internal error: {type(err).__name__}: {err}",
+                                        Code.INTERNAL.rpc_code)
         finally:
             if pool is not None:
                 pool.close()
@@ -313,33 +365,34 @@ class ServingManager:
     async def _creation_failed(self, model: ModelRow, row: VersionRow, op: OperationRow | None, message: str,
                                code: int) -> None:
         def failed(v: VersionRow) -> None:
-            if v.state == "CREATING":
-                v.state = "FAILED"
+            if v.state == CREATING:
+                v.state = FAILED
                 v.error_message = message
 
         with contextlib.suppress(MLEngineError):
             updated = await asyncio.to_thread(self.repo.update_version, row.id, failed)
             found = self.routes.get((model.project, model.name), ModelRoute()).versions.get(row.name)
-            if found is not None and updated.state == "FAILED":
-                found.state, found.error = "FAILED", message
+            if found is not None and updated.state == FAILED:
+                found.state, found.error = FAILED, message
         if op is not None:
-            await asyncio.to_thread(finish_operation, self.repo, op, error={"code": code, "message": message})
+            await self.operations.finish_async(op, error={"code": code, "message": message})
 
-    async def _delete(self, model: ModelRow, row: VersionRow) -> None:
-        op = await self._operation_for(model, row, "DELETE_VERSION")
-        creation = self.creating.get(row.id)
-        if creation is not None:
-            creation.cancel()
-            with contextlib.suppress(BaseException):
-                await creation
+    async def _stop_creation(self, pk: int) -> None:
+        task = self.creating.get(pk)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _discard(self, model: ModelRow, row: VersionRow) -> None:
+        """Remove a version for good: its pool, its files, its row, its default."""
         route = self.routes.get((model.project, model.name))
         found = route.versions.get(row.name) if route else None
         if found is not None and found.pool is not None:
             found.pool.close()
             found.pool = None
-        root = (row.internal or {}).get("root")
-        if root:
-            await asyncio.to_thread(shutil.rmtree, root, True)
+        for root in {str(self.version_root(model, row)), (row.internal or {}).get("root")}:
+            if root:
+                await asyncio.to_thread(shutil.rmtree, root, True)
         await asyncio.to_thread(self.repo.delete_version_row, row.id)
 
         def clear_default(m: ModelRow) -> None:
@@ -348,6 +401,90 @@ class ServingManager:
 
         with contextlib.suppress(MLEngineError):
             await asyncio.to_thread(self.repo.update_model, model.id, clear_default)
+
+    async def _delete(self, model: ModelRow, row: VersionRow) -> None:
+        op = await self._operation_for(model, row, DELETE_VERSION)
+        await self._stop_creation(row.id)
+        creation = await self._operation_for(model, row, CREATE_VERSION)
+        if creation is not None:
+            await asyncio.to_thread(self.operations.kill_workers, creation)
+            await self.operations.finish_async(creation, error=cancelled_status(
+                "The version was deleted before its creation finished."))
+        await self._discard(model, row)
         if op is not None:
-            await asyncio.to_thread(finish_operation, self.repo, op, response=None)
+            await self.operations.finish_async(op, response=None)
         await self.reconcile_model(model.project, model.name)
+
+    # Operations (VersionOperations) ----------------------------------------------------------
+    async def _version_of(self, op: OperationRow) -> tuple[ModelRow, VersionRow] | None:
+        try:
+            project, model_name, version = parse_target(op.target)
+        except ValueError:
+            return None
+        if version is None:
+            return None
+        try:
+            model = await asyncio.to_thread(self.repo.get_model, project, model_name)
+            return model, await asyncio.to_thread(self.repo.get_version, model, version)
+        except MLEngineError as err:
+            if err.code is Code.NOT_FOUND:
+                return None
+            raise
+
+    async def cancel_creation(self, op: OperationRow) -> None:
+        """Stop a version creation and remove the half-created version; the op ends CANCELLED."""
+        found = await self._version_of(op)
+        if found is not None:
+            model, row = found
+            self._discarding.add(row.id)
+            try:
+                await self._stop_creation(row.id)
+                current = await asyncio.to_thread(self.operations.repo.get_by_id, op.id)
+                if current.done:  # it finished before the cancel landed
+                    return
+                await self._discard(model, row)
+            finally:
+                self._discarding.discard(row.id)
+        await self.operations.finish_async(op, error=cancelled_status("Version creation was cancelled."))
+        if found is not None:
+            await self.reconcile_model(found[0].project, found[0].name)
+
+    async def recover(self, op: OperationRow) -> None:
+        """At start-up (models already reconciled): leave an operation to the task carrying it,
+        or end it from the version's state."""
+        found = await self._version_of(op)
+        if found is None and op.kind == DELETE_VERSION:  # the server stopped right after deleting it
+            await self.operations.finish_async(op, response=None)
+            return
+        if found is None:
+            await self.operations.finish_async(op, error={"code": Code.INTERNAL.rpc_code, "message": (
+                "The version this operation worked on no longer exists.")})
+            return
+        model, row = found
+        if row.id in self.creating or row.id in self.deleting:
+            return
+        if op.kind == CREATE_VERSION and row.state == READY:
+            response = {"@type": VERSION_TYPE, **specs.render_version(model, row)}
+            await self.operations.finish_async(op, response=response)
+        elif op.kind == CREATE_VERSION and row.state == FAILED:
+            await self.operations.finish_async(op, error={"code": Code.INVALID_ARGUMENT.rpc_code,
+                                                          "message": row.error_message})
+        else:
+            await self.operations.finish_async(op, error={"code": Code.INTERNAL.rpc_code, "message": (
+                f"The version is {row.state} and nothing works on this operation any more.")})
+
+
+class VersionOperations(Operation):
+    """``CREATE_VERSION`` (cancellable) and ``DELETE_VERSION``, carried out by the manager."""
+
+    kinds: ClassVar[tuple[str, ...]] = (CREATE_VERSION, DELETE_VERSION)
+    cancellable: ClassVar[frozenset[str]] = frozenset({CREATE_VERSION})
+
+    def __init__(self, manager: ServingManager) -> None:
+        self.manager = manager
+
+    async def cancel(self, op: OperationRow) -> None:
+        await self.manager.cancel_creation(op)
+
+    async def recover(self, op: OperationRow) -> None:
+        await self.manager.recover(op)

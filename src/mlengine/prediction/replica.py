@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -50,6 +51,8 @@ class ReplicaConfig:
     accept_timeout: float = 120.0
     #: ``package.module:Class`` engine observers to load (see mlengine.prediction.observers).
     observers: list[str] = field(default_factory=list)
+    #: CPUs the replica should use (the version's machineType): caps numerical thread pools.
+    cpus: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplicaConfig:
@@ -59,8 +62,25 @@ class ReplicaConfig:
         return dict(self.__dict__)
 
 
+def apply_cpu_hint(cpus: float | None) -> None:
+    """Cap the threads numerical libraries use at ``cpus`` (at least 1, at most this machine's)."""
+    if not cpus:
+        return
+    threads = max(1, min(int(cpus), os.cpu_count() or 1))
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(threads)
+    with contextlib.suppress(Exception):  # optional: the variables cap what this cannot
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)
+    if "torch" in sys.modules:
+        with contextlib.suppress(Exception):
+            sys.modules["torch"].set_num_threads(threads)
+
+
 def load(config: ReplicaConfig) -> tuple[Predictor | None, bytes, int]:
     """Load the model: ``(predictor, greeting payload, greeting kind)``."""
+    apply_cpu_hint(config.cpus)
     for entry in reversed(config.pythonpath):
         if entry not in sys.path:
             sys.path.insert(0, entry)

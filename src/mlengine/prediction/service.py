@@ -1,32 +1,33 @@
-"""Models, versions and operations behind the REST API (``projects.models.*``,
-``projects.models.versions.*``, ``projects.operations.*``).
+"""Models and versions behind the REST API (``projects.models.*``, ``projects.models.versions.*``).
 
 The service validates and stores; it never loads a model and never waits for one. Long work
 (copying files, installing packages, loading the model in a replica, stopping replicas) is
-recorded as a CREATING/DELETING version plus a pending operation, which the serving manager
-(:mod:`mlengine.prediction.manager`) carries out; the API asks it to look at the model after
-every change. All methods are blocking (store access) and thread-safe.
+recorded as a CREATING/DELETING version plus a pending operation
+(:mod:`mlengine.jobs.operations`), which the serving manager (:mod:`mlengine.prediction.manager`)
+carries out. After every change the service tells online prediction what changed through its
+:class:`~mlengine.prediction.events.ServingEvents`. All methods are blocking (store access)
+and thread-safe.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlengine.config import Settings
-from mlengine.core.timeutil import utcnow
 from mlengine.errors import failed_precondition, invalid
+from mlengine.jobs.operations import OperationRunner, render_operation
 from mlengine.prediction import specs
+from mlengine.prediction.events import NoServing, ServingEvents
 from mlengine.store.filters import compile_filter
-from mlengine.store.serving import ModelRow, OperationRow, ServingRepository, VersionRow
+from mlengine.store.serving import ModelRow, ServingRepository, VersionRow
 from mlengine.store.serving import etag as etag_of
 
 Counts = Callable[[str, str, str], "Mapping[str, int] | None"]
 VERSION_TYPE = "type.googleapis.com/google.cloud.ml.v1.Version"
 MODEL_TYPE = "type.googleapis.com/google.cloud.ml.v1.Model"
 VERSION_MASKS = ("description", "labels", "autoScaling", "autoScaling.minNodes", "autoScaling.maxNodes",
-                 "manualScaling", "manualScaling.nodes", "requestLoggingConfig")
+                 "manualScaling", "manualScaling.nodes")
 
 
 def _mask(update_mask: str | None, allowed: tuple[str, ...]) -> list[str]:
@@ -34,6 +35,11 @@ def _mask(update_mask: str | None, allowed: tuple[str, ...]) -> list[str]:
     if not mask:
         raise invalid("updateMask", f"is required; one or more of: {', '.join(allowed)}")
     for path in mask:
+        top = path.split(".", 1)[0]
+        if top in specs.UNIMPLEMENTED_VERSION_FIELDS:
+            raise specs.unimplemented(top, specs.UNIMPLEMENTED_VERSION_FIELDS[top])
+        if top in specs.UNIMPLEMENTED_MODEL_FLAGS:
+            raise specs.unimplemented(top, specs.UNIMPLEMENTED_MODEL_FLAGS[top])
         if path not in allowed:
             raise invalid("updateMask", f"{path!r} cannot be updated; one or more of: {', '.join(allowed)}")
     return mask
@@ -49,9 +55,12 @@ def _check_etag(body: Mapping[str, Any], row_id: int, version: int, what: str) -
 
 
 class ModelService:
-    def __init__(self, settings: Settings, repo: ServingRepository, counts: Counts | None = None) -> None:
+    def __init__(self, settings: Settings, repo: ServingRepository, operations: OperationRunner,
+                 events: ServingEvents | None = None, counts: Counts | None = None) -> None:
         self.settings = settings
         self.repo = repo
+        self.operations = operations
+        self.events: ServingEvents = events or NoServing()
         self.counts = counts
 
     # Rendering -------------------------------------------------------------------------------
@@ -66,24 +75,20 @@ class ModelService:
         return specs.render_model(row, default)
 
     def _operation(self, project: str, kind: str, model: str, version: str | None, meta: dict[str, Any],
-                   done: bool = False, response: dict[str, Any] | None = None) -> OperationRow:
-        stamp = int(time.time() * 1000)
-        base = f"{kind.split('_')[0].lower()}_{model}" + (f"_{version}" if version else "")
-        for attempt in range(100):
-            name = f"{base}-{stamp + attempt}"
-            try:
-                return self.repo.create_operation(project, name, kind, model, version, meta, done=done,
-                                                  response=response)
-            except Exception as err:  # a name clash within the same millisecond
-                if "unique" not in str(err).lower() and "duplicate" not in str(err).lower():
-                    raise
-        raise failed_precondition("Too many operations at once; retry")
+                   done: bool = False, response: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A new operation on the model (or one of its versions), rendered."""
+        target = specs.model_name(project, model) + (f"/versions/{version}" if version else "")
+        prefix = f"{kind.split('_')[0].lower()}_{model}" + (f"_{version}" if version else "")
+        row = self.operations.create(project, kind, target, {"modelName": specs.model_name(project, model), **meta},
+                                     prefix=prefix, done=done, response=response)
+        return render_operation(row)
 
     # Models ----------------------------------------------------------------------------------
     def create_model(self, project: str, body: Any) -> dict[str, Any]:
         fields = specs.validate_model(body)
         row = self.repo.create_model(project, fields["name"], description=fields["description"],
                                      labels=fields["labels"], spec=fields["spec"])
+        self.events.model_changed(project, row.name)
         return self._model_json(row)
 
     def get_model(self, project: str, name: str) -> dict[str, Any]:
@@ -115,7 +120,7 @@ class ModelService:
 
         updated = self.repo.update_model(row.id, change)
         response = {"@type": MODEL_TYPE, **self._model_json(updated)}
-        return specs.render_operation(self._operation(project, "UPDATE_MODEL", name, None, {}, True, response))
+        return self._operation(project, "UPDATE_MODEL", name, None, {}, True, response)
 
     def delete_model(self, project: str, name: str) -> dict[str, Any]:
         row = self.repo.get_model(project, name)
@@ -127,7 +132,8 @@ class ModelService:
                                           f"version(s) ({names}); delete them before the model")
 
         self.repo.delete_model(row.id, check)
-        return specs.render_operation(self._operation(project, "DELETE_MODEL", name, None, {}, True))
+        self.events.model_changed(project, name)
+        return self._operation(project, "DELETE_MODEL", name, None, {}, True)
 
     # Versions --------------------------------------------------------------------------------
     def create_version(self, project: str, model_name: str, body: Any) -> dict[str, Any]:
@@ -145,7 +151,9 @@ class ModelService:
         row, _ = self.repo.create_version(model, spec["name"], spec=spec, internal=internal)
         model = self.repo.get_model(project, model_name)
         meta = {"version": self._version_json(model, row), "labels": spec.get("labels") or {}}
-        return specs.render_operation(self._operation(project, "CREATE_VERSION", model_name, row.name, meta))
+        operation = self._operation(project, "CREATE_VERSION", model_name, row.name, meta)
+        self.events.version_changed(project, model_name, row.name)
+        return operation
 
     def get_version(self, project: str, model_name: str, name: str) -> dict[str, Any]:
         model = self.repo.get_model(project, model_name)
@@ -178,8 +186,6 @@ class ModelService:
                 spec["description"] = str(body.get("description") or "")
             if "labels" in mask:
                 spec["labels"] = validate_labels(body.get("labels"))
-            if "requestLoggingConfig" in mask:
-                spec["requestLoggingConfig"] = body.get("requestLoggingConfig")
             scaling_paths = [m for m in mask if m.startswith(("autoScaling", "manualScaling"))]
             if scaling_paths:
                 merged: dict[str, Any] = {
@@ -207,8 +213,9 @@ class ModelService:
         model = self.repo.get_model(project, model_name)
         response = {"@type": VERSION_TYPE, **self._version_json(model, updated)}
         meta = {"version": self._version_json(model, updated)}
-        return specs.render_operation(self._operation(project, "UPDATE_VERSION", model_name, name, meta, True,
-                                                      response))
+        operation = self._operation(project, "UPDATE_VERSION", model_name, name, meta, True, response)
+        self.events.version_changed(project, model_name, name)
+        return operation
 
     def delete_version(self, project: str, model_name: str, name: str) -> dict[str, Any]:
         model = self.repo.get_model(project, model_name)
@@ -227,7 +234,9 @@ class ModelService:
 
         updated = self.repo.update_version(row.id, change)
         meta = {"version": self._version_json(model, updated)}
-        return specs.render_operation(self._operation(project, "DELETE_VERSION", model_name, name, meta))
+        operation = self._operation(project, "DELETE_VERSION", model_name, name, meta)
+        self.events.version_changed(project, model_name, name)
+        return operation
 
     def set_default(self, project: str, model_name: str, name: str) -> dict[str, Any]:
         model = self.repo.get_model(project, model_name)
@@ -239,41 +248,5 @@ class ModelService:
             m.default_version = name
 
         model = self.repo.update_model(model.id, change)
+        self.events.model_changed(project, model_name)
         return self._version_json(model, row)
-
-    # Operations ------------------------------------------------------------------------------
-    def get_operation(self, project: str, name: str) -> dict[str, Any]:
-        return specs.render_operation(self.repo.get_operation(project, name))
-
-    def list_operations(self, project: str, filter_text: str | None, page_size: int | None,
-                        page_token: str | None) -> dict[str, Any]:
-        predicate = compile_filter(filter_text)
-        rows, token = self.repo.list_operations(project, lambda r: predicate(specs.render_operation(r)), page_size,
-                                                page_token)
-        result: dict[str, Any] = {"operations": [specs.render_operation(r) for r in rows]}
-        if token:
-            result["nextPageToken"] = token
-        return result
-
-    def cancel_operation(self, project: str, name: str) -> OperationRow:
-        row = self.repo.get_operation(project, name)
-        if row.done:
-            raise failed_precondition(f"Operation {name} is already done")
-        if row.operation_type != "CREATE_VERSION":
-            raise failed_precondition(f"Operation {name} ({row.operation_type}) cannot be cancelled")
-
-        def change(op: OperationRow) -> None:
-            op.cancel_requested = True
-
-        return self.repo.update_operation(row.id, change)
-
-
-def finish_operation(repo: ServingRepository, op: OperationRow, *, response: dict[str, Any] | None = None,
-                     error: dict[str, Any] | None = None) -> None:
-    def change(row: OperationRow) -> None:
-        row.done = True
-        row.end_time = utcnow()
-        row.response = response
-        row.error = error
-
-    repo.update_operation(op.id, change)

@@ -2,7 +2,12 @@
 
 Everything is checked before anything is stored; each error names the field
 (``autoScaling.minNodes``). Output-only fields in a request body are ignored; unknown fields
-are refused, as AI Platform does.
+are refused, as AI Platform does. Every input field of ``GoogleCloudMlV1__Version`` and
+``__Model`` either works or is refused with 501 UNIMPLEMENTED naming it
+(:data:`UNIMPLEMENTED_VERSION_FIELDS`, :data:`UNIMPLEMENTED_MODEL_FLAGS`); none is accepted and
+silently dropped. ``runtimeVersion`` and ``regions`` are recorded and shown (the server's
+installed frameworks and its one region serve every version); ``machineType`` names one of
+:data:`MACHINE_TYPES` and caps the CPUs each replica uses.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from typing import Any
 
 from mlengine.core.names import short_name, validate_labels
 from mlengine.core.timeutil import rfc3339
-from mlengine.errors import invalid
+from mlengine.errors import Code, MLEngineError, invalid
 from mlengine.prediction.frameworks._base import FRAMEWORKS
-from mlengine.store.serving import ModelRow, OperationRow, VersionRow, etag
+from mlengine.store.serving import ModelRow, VersionRow, etag
 
 PREDICTION_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 MODEL_OUTPUT = frozenset({"etag", "defaultVersion"})
@@ -26,19 +31,48 @@ VERSION_OUTPUT = frozenset({"state", "createTime", "isDefault", "etag", "errorMe
                             "lastMigrationModelId", "lastMigrationTime", "replicas"})
 VERSION_INPUT = frozenset({"name", "description", "deploymentUri", "framework", "runtimeVersion", "pythonVersion",
                            "autoScaling", "manualScaling", "predictionClass", "packageUris", "labels",
-                           "machineType", "serviceAccount", "requestLoggingConfig", "acceleratorConfig",
-                           "explanationConfig"})
-UNSUPPORTED = ("container", "routes")
-OPERATION_TYPES = ("CREATE_VERSION", "DELETE_VERSION", "DELETE_MODEL", "UPDATE_MODEL", "UPDATE_VERSION")
+                           "machineType"})
+#: Version fields AI Platform accepts that mlengine does not implement (501 when set).
+UNIMPLEMENTED_VERSION_FIELDS = {
+    "acceleratorConfig": "online prediction replicas run on CPUs",
+    "container": "custom serving containers are not supported; use a custom prediction routine (predictionClass)",
+    "routes": "custom serving containers are not supported",
+    "serviceAccount": "replicas run as the server's user; per-version service accounts are not supported",
+    "explanationConfig": "explanations (projects.explain) are not implemented",
+    "requestLoggingConfig": "request-response logging (to BigQuery) is not implemented",
+}
+#: Model flags mlengine does not implement (501 when true).
+UNIMPLEMENTED_MODEL_FLAGS = {
+    "onlinePredictionLogging": "prediction access logs are not exported",
+    "onlinePredictionConsoleLogging": "replica output stays in the replica log files under MLE_HOME",
+}
+#: Machine types of online prediction and their vCPUs (AI Platform's legacy mls1 and N1 types).
+MACHINE_TYPES: dict[str, int] = {
+    "mls1-c1-m2": 1, "mls1-c4-m2": 4,
+    **{f"n1-{family}-{n}": n for family in ("standard", "highmem", "highcpu") for n in (2, 4, 8, 16, 32)},
+}
 SERVER_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def _check_fields(body: Mapping[str, Any], allowed: frozenset[str], output: frozenset[str], what: str) -> None:
+def unimplemented(field: str, why: str) -> MLEngineError:
+    """501 UNIMPLEMENTED naming ``field``."""
+    return MLEngineError(Code.UNIMPLEMENTED, f"Field: {field} Error: not implemented by mlengine: {why}")
+
+
+def _check_fields(body: Mapping[str, Any], allowed: frozenset[str], output: frozenset[str], what: str,
+                  unimplemented_fields: Mapping[str, str] | None = None) -> None:
     for key in body:
-        if key in UNSUPPORTED:
-            raise invalid(key, f"custom containers are not supported by mlengine ({what}.{key})")
+        if unimplemented_fields and key in unimplemented_fields:
+            if body[key] in (None, "", {}, []):
+                continue  # not set
+            raise unimplemented(key, unimplemented_fields[key])
         if key not in allowed and key not in output:
             raise invalid(key, f"unknown field of {what}")
+
+
+def machine_cpus(machine_type: str | None) -> float | None:
+    """vCPUs of a prediction ``machineType`` (None when unset)."""
+    return float(MACHINE_TYPES[machine_type]) if machine_type in MACHINE_TYPES else None
 
 
 def _string(body: Mapping[str, Any], key: str, field: str | None = None) -> str | None:
@@ -58,11 +92,11 @@ def validate_model(body: Any) -> dict[str, Any]:
     if not isinstance(regions, list) or len(regions) > 1 or not all(isinstance(r, str) for r in regions):
         raise invalid("regions", "must be a list with at most one region")
     spec: dict[str, Any] = {"regions": regions}
-    for flag in ("onlinePredictionLogging", "onlinePredictionConsoleLogging"):
-        if flag in body:
-            if not isinstance(body[flag], bool):
-                raise invalid(flag, "must be true or false")
-            spec[flag] = body[flag]
+    for flag, why in UNIMPLEMENTED_MODEL_FLAGS.items():
+        if body.get(flag) is not None and not isinstance(body[flag], bool):
+            raise invalid(flag, "must be true or false")
+        if body.get(flag):
+            raise unimplemented(flag, why)
     return {
         "name": short_name(body.get("name"), "name", "model"),
         "description": _string(body, "description") or "",
@@ -105,7 +139,7 @@ def validate_version(body: Any) -> dict[str, Any]:
     """The stored ``spec`` of a new version (the user's fields, normalized)."""
     if not isinstance(body, Mapping):
         raise invalid("version", "the request body must be a JSON object (a Version)")
-    _check_fields(body, VERSION_INPUT, VERSION_OUTPUT, "Version")
+    _check_fields(body, VERSION_INPUT, VERSION_OUTPUT, "Version", UNIMPLEMENTED_VERSION_FIELDS)
     spec: dict[str, Any] = {"name": short_name(body.get("name"), "name", "version")}
     uri = _string(body, "deploymentUri")
     if not uri:
@@ -120,10 +154,16 @@ def validate_version(body: Any) -> dict[str, Any]:
         if framework not in FRAMEWORKS:
             raise invalid("framework", f"must be one of {', '.join(FRAMEWORKS)}, got {body['framework']!r}")
         spec["framework"] = framework
-    for key in ("description", "runtimeVersion", "machineType", "serviceAccount"):
+    for key in ("description", "runtimeVersion"):
         value = _string(body, key)
         if value:
             spec[key] = value
+    machine = _string(body, "machineType")
+    if machine:
+        if machine not in MACHINE_TYPES:
+            raise invalid("machineType", f"{machine!r} is not a prediction machine type; use one of "
+                          f"{', '.join(MACHINE_TYPES)}")
+        spec["machineType"] = machine
     python = _string(body, "pythonVersion")
     if python and python != SERVER_PYTHON:
         raise invalid("pythonVersion", f"Python {python} is not available on this server; it runs Python "
@@ -146,8 +186,6 @@ def validate_version(body: Any) -> dict[str, Any]:
         spec["packageUris"] = list(packages)
     if prediction_class and not packages:
         raise invalid("packageUris", "a predictionClass needs the packages that hold it (packageUris)")
-    if body.get("requestLoggingConfig") is not None:
-        spec["requestLoggingConfig"] = body["requestLoggingConfig"]
     spec["labels"] = validate_labels(body.get("labels"))
     return spec
 
@@ -197,32 +235,3 @@ def render_model(row: ModelRow, default: VersionRow | None) -> dict[str, Any]:
         model["defaultVersion"] = render_version(row, default)
     model["etag"] = etag(row.id, row.version)
     return model
-
-
-RPC_CODES = {"CANCELLED": 1, "INVALID_ARGUMENT": 3, "FAILED_PRECONDITION": 9, "INTERNAL": 13}
-
-
-def render_operation(row: OperationRow) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "@type": "type.googleapis.com/google.cloud.ml.v1.OperationMetadata",
-        "createTime": rfc3339(row.create_time),
-        "operationType": row.operation_type,
-        "modelName": model_name(row.project, row.model_name),
-        "isCancellationRequested": bool(row.cancel_requested),
-    }
-    if row.start_time:
-        metadata["startTime"] = rfc3339(row.start_time)
-    if row.end_time:
-        metadata["endTime"] = rfc3339(row.end_time)
-    meta = row.meta or {}
-    if meta.get("version"):
-        metadata["version"] = meta["version"]
-    if meta.get("labels"):
-        metadata["labels"] = meta["labels"]
-    operation: dict[str, Any] = {"name": f"projects/{row.project}/operations/{row.name}", "metadata": metadata,
-                                 "done": bool(row.done)}
-    if row.done and row.error:
-        operation["error"] = row.error
-    elif row.done:
-        operation["response"] = row.response or {"@type": "type.googleapis.com/google.protobuf.Empty"}
-    return operation

@@ -1,9 +1,8 @@
-"""Models, versions and long-running operations of online prediction.
+"""Models and versions of online prediction (their operations are in :mod:`mlengine.store.operations`).
 
 Contract: like :mod:`mlengine.store.jobs`, every method is its own transaction and returns
 detached rows. Writers that read-modify-write go through ``update_*`` (row lock on
-PostgreSQL, the process-wide write lock on SQLite). Pages are newest-first for operations and
-by name for models and versions, with opaque page tokens.
+PostgreSQL, the process-wide write lock on SQLite). Pages are by name, with opaque page tokens.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -59,28 +58,6 @@ class VersionRow(Base):
     create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     last_use_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
-
-
-class OperationRow(Base):
-    """A long-running operation (``google.longrunning.Operation``)."""
-
-    __tablename__ = "operations"
-    __table_args__ = (UniqueConstraint("project", "name", name="uq_operations_project_name"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    project: Mapped[str] = mapped_column(String(128), index=True)
-    name: Mapped[str] = mapped_column(String(255))
-    operation_type: Mapped[str] = mapped_column(String(32))
-    model_name: Mapped[str] = mapped_column(String(128))
-    version_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    done: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    response: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
-    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    start_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    end_time: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 def etag(row_id: int, version: int) -> str:
@@ -215,52 +192,3 @@ class ServingRepository:
                 row = s.get(VersionRow, pk)
                 if row is not None:
                     row.last_use_time = when
-
-    # Operations ---------------------------------------------------------------------------
-    def create_operation(self, project: str, name: str, operation_type: str, model_name: str,
-                         version_name: str | None, meta: dict[str, Any], *, done: bool = False,
-                         response: dict[str, Any] | None = None) -> OperationRow:
-        now = utcnow()
-        row = OperationRow(project=project, name=name, operation_type=operation_type, model_name=model_name,
-                           version_name=version_name, done=done, cancel_requested=False, error=None,
-                           response=response, meta=meta, create_time=now,
-                           start_time=now, end_time=now if done else None)
-        with self.db.session() as s:
-            s.add(row)
-            s.flush()
-        return row
-
-    def get_operation(self, project: str, name: str) -> OperationRow:
-        with self.db.session() as s:
-            row = s.scalar(select(OperationRow).where(OperationRow.project == project, OperationRow.name == name))
-        if row is None:
-            raise not_found(f"Operation projects/{project}/operations/{name}")
-        return row
-
-    def pending_operations(self) -> list[OperationRow]:
-        with self.db.session() as s:
-            return list(s.scalars(select(OperationRow).where(OperationRow.done.is_(False)).order_by(OperationRow.id)))
-
-    def list_operations(self, project: str, predicate: Callable[[OperationRow], bool], page_size: int | None,
-                        page_token: str | None) -> tuple[list[OperationRow], str | None]:
-        size = paging.page_size(page_size)
-        before = paging.decode_id_token("op", page_token) if page_token else None
-        with self.db.session() as s:
-            stmt = select(OperationRow).where(OperationRow.project == project)
-            if before is not None:
-                stmt = stmt.where(OperationRow.id < before)
-            rows = [r for r in s.scalars(stmt.order_by(OperationRow.id.desc())) if predicate(r)]
-        if len(rows) > size:
-            return rows[:size], paging.encode_token("op", rows[size - 1].id)
-        return rows, None
-
-    def update_operation(self, pk: int, change: Callable[[OperationRow], None]) -> OperationRow:
-        with self.db.session() as s:
-            stmt = select(OperationRow).where(OperationRow.id == pk)
-            if not self.db.is_sqlite:
-                stmt = stmt.with_for_update()
-            row = s.scalar(stmt)
-            if row is None:
-                raise not_found(f"Operation #{pk}")
-            change(row)
-        return row
