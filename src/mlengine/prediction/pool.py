@@ -216,8 +216,8 @@ class VersionPool:
         self.closed = True
         for task in list(self.starting):
             task.cancel()
-        for replica in self.replicas:
+        replicas, self.replicas = self.replicas, []
+        for replica in replicas:
             replica.stop()
-        self.replicas.clear()
         self._wake(error_result(503, f"{self.label} is no longer served.", retry=True))
 
