@@ -1,36 +1,36 @@
+"""The CLI tests run `mle` in process (click's CliRunner) against the real control plane, also
+running in process (tests/inprocess.py): `MLE_API_URL` names the in-process server, whose URL
+the client routes to the app instead of the network."""
+
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from tests.inprocess import client, inprocess_server, project, server, trainer_package  # noqa: F401
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "client"))  # the shared fake API server
-
-from mle_fake_api import TOKEN, FakeMLServer  # noqa: E402
-from tests.client.conftest import fake  # noqa: E402,F401,F811 - the one fake-server fixture
-
-from mlengine.cli.main import cli  # noqa: E402
+from mlengine.cli.main import cli
+from mlengine.testing.inprocess import InProcessServer
 
 Run = Callable[..., Result]
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
+    """The CLI's own MLE_HOME (the server has another)."""
     path = tmp_path / "home"
     path.mkdir()
     return path
 
 
 @pytest.fixture
-def mle(fake: FakeMLServer, home: Path) -> Run:  # noqa: F811 - pytest injects the imported fixture
-    """Run `mle ARGS` in-process against the fake server."""
+def mle(server: InProcessServer, home: Path, project: str) -> Run:  # noqa: F811 - pytest injects fixtures
+    """Run `mle ARGS` in process against the in-process server, in this test's project."""
 
     def run(*args: str, env: dict[str, str] | None = None) -> Result:
-        base = {"MLE_HOME": str(home), "MLE_API_URL": fake.url, "MLE_TOKEN": TOKEN,
-                "MLE_PROJECT": "proj"}
+        base = {"MLE_HOME": str(home), **server.client_env(), "MLE_PROJECT": project}
         return CliRunner().invoke(cli, list(args), env={**base, **(env or {})}, prog_name="mle")
 
     return run

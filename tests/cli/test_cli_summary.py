@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from click.testing import Result
-from mle_fake_api import FakeMLServer
+from tests.inprocess import job_body, wait_for_job
 
 from mlengine.cli.summary import summarize
+from mlengine.client.http import Client
 
 Run = Callable[..., Result]
 
@@ -42,9 +45,20 @@ def test_trials_best_first_per_goal() -> None:
     assert [r[0] for r in trial_rows(summarize(tuning_job("MAXIMIZE")))] == ["3", "1", "4", "2"]
 
 
-def test_describe_summarize_flag(mle: Run, fake: FakeMLServer) -> None:
-    job = tuning_job("MINIMIZE")
-    fake.add_job("hp", trainingInput=job["trainingInput"], trainingOutput=job["trainingOutput"])
+def test_describe_summarize_flag(mle: Run, client: Client, project: str, trainer_package: Path) -> None:
+    # A real tuning job: a grid of three learning rates, one of whose trials fails.
+    hyperparameters: dict[str, Any] = {
+        "goal": "MINIMIZE", "hyperparameterMetricTag": "loss", "maxTrials": 3, "maxParallelTrials": 1,
+        "algorithm": "GRID_SEARCH",
+        "params": [{"parameterName": "lr", "type": "DISCRETE", "discreteValues": [0.01, 0.1, 0.5]}],
+    }
+    client.create_job(project, job_body("hp", trainer_package, "--fail-lr", "0.5", hyperparameters=hyperparameters))
+    job = wait_for_job(client, project, "hp", timeout=120)
     result = mle("jobs", "describe", "hp", "--summarize")
     assert result.exit_code == 0, result.output
-    assert [r[0] for r in trial_rows(result.stdout)] == ["4", "1", "3", "2"]
+    assert "MINIMIZE 'loss', " in result.stdout
+    rows = trial_rows(result.stdout)
+    by_lr = {t["hyperparameters"]["lr"]: t["trialId"] for t in job["trainingOutput"]["trials"]}
+    assert [r[0] for r in rows] == [by_lr["0.01"], by_lr["0.1"], by_lr["0.5"]]
+    assert rows[0][1:3] == ["SUCCEEDED", "0.1"] and rows[1][1:3] == ["SUCCEEDED", "1"]
+    assert rows[2][1] == "FAILED"

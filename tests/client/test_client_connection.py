@@ -54,3 +54,45 @@ def test_same_machine() -> None:
     if machine_id:
         assert not same_machine({"hostname": host, "machineId": "0" * 32})
     assert host == socket.gethostname()
+
+
+def test_a_registered_transport_answers_for_its_url_only() -> None:
+    import httpx
+
+    from mlengine.client import connection
+    from mlengine.client.http import Client
+
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json={"executor": "in-process"})
+
+    url = "http://mle-routed.invalid"
+    with connection.route_in_process(url + "/", lambda: httpx.MockTransport(answer)):
+        with Client(url, "t", retries=0) as c:
+            assert c.server_info() == {"executor": "in-process"}
+        with Client.from_settings(load_settings(api_url=url, token="t"), retries=0) as c:  # the CLI's way
+            assert c.server_info()["executor"] == "in-process"
+        with Client("http://mle-other.invalid", "t", retries=0) as c, pytest.raises(MLEngineError) as info:
+            c.server_info()  # not registered: real HTTP, and nobody answers
+        assert info.value.code is Code.UNAVAILABLE
+    assert seen == [f"{url}/v1/server"] * 2
+    assert connection.transport_for(url) is None
+    with Client(url, "t", retries=0) as c, pytest.raises(MLEngineError) as info:
+        c.server_info()  # unregistered again
+    assert info.value.code is Code.UNAVAILABLE and seen == [f"{url}/v1/server"] * 2
+
+
+def test_an_explicit_transport_wins_over_a_registered_one() -> None:
+    import httpx
+
+    from mlengine.client import connection
+    from mlengine.client.http import Client
+
+    url = "http://mle-routed.invalid"
+    registered = httpx.MockTransport(lambda r: httpx.Response(200, json={"from": "registered"}))
+    explicit = httpx.MockTransport(lambda r: httpx.Response(200, json={"from": "explicit"}))
+    with connection.route_in_process(url, lambda: registered), \
+            Client(url, "t", transport=explicit) as c:
+        assert c.server_info() == {"from": "explicit"}

@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +128,16 @@ def build_services(settings: Settings, db: Any) -> dict[str, Any]:
     return {"services": ServiceManager(settings, ServiceRepository(db), registry), "service_kinds": registry}
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
-    import uvicorn
+def build_app(settings: Settings, *, on_shutdown: Callable[[], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The control plane's ASGI app over freshly built components, and those components.
 
+    Makes ``MLE_HOME`` (mode 0700) and builds :func:`build_components`. The app's lifespan
+    starts what works in the background (the scheduler, which reconciles jobs first, serving,
+    operations, services) and stops it at shutdown, calling ``on_shutdown`` on the way; running
+    replicas and services are never stopped. The store stays open: whoever runs the app
+    disposes ``parts["db"]`` once it is done. :func:`serve` runs this app under uvicorn;
+    :mod:`mlengine.testing.inprocess` runs the same app inside the caller's process.
+    """
     from mlengine.api.app import create_app
     from mlengine.services.proxy import close_clients as close_service_clients
 
@@ -138,19 +145,6 @@ def serve(settings: Settings, host: str, port: int) -> None:
     os.chmod(settings.home, 0o700)
     parts = build_components(settings)
     scheduler = parts["scheduler"]
-
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    bound_port = sock.getsockname()[1]
-    url_host = f"[{host}]" if ":" in host else host
-    url = f"http://{url_host}:{bound_port}"
-
-    def forget_server_file() -> None:
-        with contextlib.suppress(Exception):
-            recorded = json.loads(settings.server_file.read_text())
-            if recorded.get("pid") == os.getpid():
-                settings.server_file.unlink()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -162,8 +156,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
         parts["services"].stop()  # services keep running, like replicas
         await close_service_clients()
         await parts["serving"].stop()
-        # uvicorn re-raises the signal that stopped it after shutdown: clean up here.
-        forget_server_file()
+        if on_shutdown is not None:
+            on_shutdown()
         scheduler.stop()
         parts["executor"].close()
 
@@ -171,6 +165,27 @@ def serve(settings: Settings, host: str, port: int) -> None:
                      token_repo=parts["token_repo"], lifespan=lifespan,
                      model_service=parts["model_service"], serving=parts["serving"],
                      services_manager=parts["services"], operations_runner=parts["operations"])
+    return app, parts
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    def forget_server_file() -> None:
+        with contextlib.suppress(Exception):
+            recorded = json.loads(settings.server_file.read_text())
+            if recorded.get("pid") == os.getpid():
+                settings.server_file.unlink()
+
+    # uvicorn re-raises the signal that stopped it after shutdown: clean up in the lifespan.
+    app, parts = build_app(settings, on_shutdown=forget_server_file)
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound_port = sock.getsockname()[1]
+    url_host = f"[{host}]" if ":" in host else host
+    url = f"http://{url_host}:{bound_port}"
 
     class RecordingServer(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

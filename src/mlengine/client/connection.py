@@ -8,18 +8,32 @@ Resolution order (the first that is set wins):
   creates (mode 0600) the first time it starts.
 
 Every failure is an :class:`~mlengine.errors.MLEngineError` that tells the user what to do.
+
+Transport (how requests reach that URL): real HTTP by default. :func:`route_in_process` (or
+:func:`register_transport`) maps a base URL to a factory of ``httpx.BaseTransport``; every
+:class:`~mlengine.client.http.Client` created for that exact URL (the CLI's too, through
+``MLE_API_URL``) then sends its requests through ``factory()`` instead of the network. This is
+how tests and notebooks talk to a server app running inside the same process
+(:mod:`mlengine.testing.inprocess`); nothing is registered unless such code asks for it, and a
+URL that is not registered always uses real HTTP.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlengine.config import Settings
 from mlengine.errors import Code, MLEngineError
+
+if TYPE_CHECKING:  # httpx is imported lazily: `import mlengine.client` stays cheap
+    import httpx
 
 NO_SERVER = "No mlengine server found: run `mle server start` or set MLE_API_URL"
 
@@ -95,6 +109,47 @@ def resolve_token(settings: Settings) -> str:
 def resolve(settings: Settings) -> Connection:
     """The server URL and token this process should use (see the module docstring)."""
     return Connection(resolve_url(settings), resolve_token(settings))
+
+
+#: Makes the transport a new client uses for one base URL (called once per client).
+TransportFactory = Callable[[], "httpx.BaseTransport"]
+_transports: dict[str, TransportFactory] = {}
+_transports_lock = threading.Lock()
+
+
+def _base(url: str) -> str:
+    return url.rstrip("/")
+
+
+def register_transport(url: str, factory: TransportFactory) -> None:
+    """Send the requests of every client created from now on for base URL ``url`` through
+    ``factory()`` (e.g. an in-process ASGI app) instead of real HTTP. Replaces an earlier
+    registration of the same URL. Clients already created keep their transport."""
+    with _transports_lock:
+        _transports[_base(url)] = factory
+
+
+def unregister_transport(url: str) -> None:
+    """Undo :func:`register_transport`: clients created for ``url`` use real HTTP again."""
+    with _transports_lock:
+        _transports.pop(_base(url), None)
+
+
+@contextlib.contextmanager
+def route_in_process(url: str, factory: TransportFactory) -> Iterator[None]:
+    """:func:`register_transport` for the duration of a ``with`` block."""
+    register_transport(url, factory)
+    try:
+        yield
+    finally:
+        unregister_transport(url)
+
+
+def transport_for(url: str) -> httpx.BaseTransport | None:
+    """A new transport for base URL ``url`` if one was registered, else None (real HTTP)."""
+    with _transports_lock:
+        factory = _transports.get(_base(url))
+    return factory() if factory is not None else None
 
 
 def machine_identity() -> tuple[str | None, str]:

@@ -26,7 +26,7 @@ from mlengine import __version__
 from mlengine.config import Settings, load_settings
 from mlengine.errors import Code, MLEngineError
 
-from .connection import resolve
+from .connection import resolve, transport_for
 from .models import ModelsMixin
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -93,7 +93,9 @@ class Client(ModelsMixin):
     """The mlengine REST API.
 
     ``Client(url, token)`` or ``Client.from_settings()`` (``MLE_API_URL``/``MLE_TOKEN`` or the
-    server recorded under ``MLE_HOME``). ``transport`` is for tests (``httpx.MockTransport``).
+    server recorded under ``MLE_HOME``). Requests go over real HTTP unless ``transport`` is
+    given (e.g. ``httpx.MockTransport``) or one is registered for ``url`` with
+    :func:`mlengine.client.connection.register_transport` (an in-process server app).
     """
 
     def __init__(
@@ -107,6 +109,8 @@ class Client(ModelsMixin):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        if transport is None:
+            transport = transport_for(self.url)
         self.retries = retries
         self.backoff = backoff
         self._http = httpx.Client(
