@@ -213,3 +213,24 @@ def test_cancel_between_plan_and_start_is_a_no_op(h: Harness) -> None:
     h.submit("a")
     h.scheduler.tick()
     assert h.job("a").state == states.CANCELLED and not h.executor.launches
+
+
+def test_infrastructure_failures_are_retried_and_user_failures_are_not(h: Harness) -> None:
+    h.submit("flaky", maxRetries=2)
+    h.running("flaky")
+    h.executor.exit(h.pid("flaky"), -9)  # killed by SIGKILL (OOM killer, a node lost...)
+    row = h.until("flaky", lambda r: r.state == states.RUNNING and r.scheduling.get("attempt") == 2)
+    assert h.service.get("p", "flaky")["attempt"] == 2
+    assert "Retrying: attempt 2 of 3" in h.service_log("flaky")
+    h.executor.vanish(h.pid("flaky"))
+    h.until("flaky", lambda r: r.state == states.RUNNING and r.scheduling.get("attempt") == 3)
+    h.executor.exit(h.pid("flaky"), -9)  # retries exhausted
+    row = h.until("flaky", lambda r: r.state in states.TERMINAL)
+    assert row.state == states.FAILED and "killed by signal SIGKILL" in row.error_message
+    assert len(h.executor.launches) == 3
+
+    h.submit("buggy", maxRetries=2)
+    h.running("buggy")
+    h.executor.exit(h.pid("buggy"), 1)  # the trainer's own failure: never retried
+    row = h.until("buggy", lambda r: r.state in states.TERMINAL)
+    assert row.state == states.FAILED and row.scheduling.get("attempt") == 1

@@ -41,7 +41,8 @@ class SleepKind(JobKind):
             raise invalid("sleepInput.exitCode", "must be an integer")
         return Submission(job_id, {"seconds": seconds, "exitCode": code}, validate_labels(body.get("labels")),
                           max_running_seconds=spec.get("maxRunningSeconds"),
-                          max_wait_seconds=spec.get("maxWaitSeconds"), output={"slept": False})
+                          max_wait_seconds=spec.get("maxWaitSeconds"), output={"slept": False},
+                          max_retries=int(spec.get("maxRetries", 0)))
 
     def plan(self, job: JobRow) -> list[ReplicaRequest]:
         return [ReplicaRequest("sleeper", 0, Resources(0.5, 0, 0))]

@@ -6,7 +6,8 @@ Job states are the ``ml`` v1 API's::
        │            │            │
        └────────────┴────────────┴──► CANCELLING ──► CANCELLED
        (a QUEUED job is cancelled at once; any non-terminal job may also end FAILED;
-        a PREPARING job goes back to QUEUED when a restarted server must prepare it again)
+        a PREPARING job goes back to QUEUED when a restarted server must prepare it again;
+        a RUNNING job goes back to QUEUED to be retried after an infrastructure failure)
 
 Contract
 --------
@@ -87,7 +88,7 @@ HOLDING = (PREPARING, RUNNING, CANCELLING)
 TRANSITIONS: dict[str, frozenset[str]] = {
     QUEUED: frozenset({PREPARING, CANCELLED, FAILED}),
     PREPARING: frozenset({RUNNING, QUEUED, CANCELLING, CANCELLED, FAILED}),
-    RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLING}),
+    RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLING, QUEUED}),
     CANCELLING: frozenset({CANCELLED, FAILED}),
     SUCCEEDED: frozenset(),
     FAILED: frozenset(),

@@ -51,8 +51,11 @@ class JobPaths:
         """The replica's ``TMPDIR``."""
         return self.replica_dir(task_name) / "tmp"
 
-    def status_file(self, task_name: str) -> Path:
-        return self.replica_dir(task_name) / "status.json"
+    def status_file(self, task_name: str, attempt: int = 1) -> Path:
+        """Where the replica's exit status lands; a retried job's later attempts get their own
+        (an earlier attempt's replica may still be writing its own while it is stopped)."""
+        name = "status.json" if attempt <= 1 else f"status-{attempt}.json"
+        return self.replica_dir(task_name) / name
 
     @property
     def metric_file(self) -> Path:

@@ -79,6 +79,11 @@ def request_cancel(repo: JobRepository, job: JobRow, error: str | None, *, contr
     return repo.compare_and_set(job.id, apply)
 
 
+def _infrastructure_failure(status: ReplicaStatus) -> bool:
+    """A replica killed by a signal or vanished: the machine's fault, not the user code's."""
+    return status.state == "lost" or (status.exit_code is not None and status.exit_code < 0)
+
+
 def _holding(demand: dict[str, Any]) -> Callable[[JobRow], None]:
     def record(row: JobRow) -> None:
         row.scheduling = {**row.scheduling, "demand": demand}
@@ -320,8 +325,10 @@ class Scheduler:
             self.repo.update(job.id, lambda r: setattr(r, "scheduling", {**r.scheduling, "placement": reservation}))
         extra = kind.sandbox_paths(job, prepared, paths)
         inherit = sandboxing.inherited_env(self.settings)
+        attempt = SchedulingState.of(job.scheduling).attempt or 1
         for position, spec in enumerate(placement.replicas):
             command = kind.command(job, prepared, placement, position, paths)
+            status_file = paths.status_file(spec.task_name, attempt)
             workdir = kind.workdir(job, paths, spec.task_name)
             policy = sandboxing.replica_policy(self.settings, paths, spec.task_name, workdir, extra,
                                                paths.service_log)
@@ -330,13 +337,13 @@ class Scheduler:
             row = self.repo.add_replica(ReplicaRow(
                 job_pk=job.id, task_name=spec.task_name, task_type=spec.task_type,
                 task_index=spec.index, executor=self.executor.name, state=states.ReplicaState.LAUNCHING.value,
-                handle={"statusFile": str(paths.status_file(spec.task_name))}, exit_code=None,
+                handle={"statusFile": str(status_file)}, exit_code=None,
                 message="", start_time=utcnow(),
             ))
             handle = self.executor.launch(ReplicaLaunch(
                 job_key=f"{job.project}/{job.job_id}", task_name=spec.task_name, argv=command.argv,
                 env=env, cwd=workdir,
-                log_file=paths.log_file(spec.task_name), status_file=paths.status_file(spec.task_name),
+                log_file=paths.log_file(spec.task_name), status_file=status_file,
                 placement=placement, position=position, sandbox=policy, inherit_env=inherit,
             ))
             self.repo.update_replica(row.id, handle=handle, state=states.ReplicaState.RUNNING.value)
@@ -385,6 +392,8 @@ class Scheduler:
             return
         message = outcome.message
         failed = next((r for r in results if r.status.failed), None)
+        if failed is not None and _infrastructure_failure(failed.status) and self._retry(job, message):
+            return
         if failed is not None:
             lines = tail_errors(paths.log_file(failed.task_name))
             if lines:
@@ -392,6 +401,28 @@ class Scheduler:
         if self._set_state(job, states.FAILED, error=message) is not None:
             paths.service_log(message, "ERROR")
             self._teardown(job)
+
+    def _retry(self, job: JobRow, reason: str) -> bool:
+        """Queue ``job`` again after an infrastructure failure if its ``maxRetries`` allows;
+        its replicas are stopped and forgotten (their logs stay), its reservation released."""
+        sched = SchedulingState.of(job.scheduling)
+        attempt = sched.attempt or 1
+        if not sched.max_retries or attempt > sched.max_retries:
+            return False
+        self._teardown(job)
+
+        def again(row: JobRow) -> None:
+            row.scheduling = {**row.scheduling, "attempt": attempt + 1, "demand": None, "placement": None,
+                              "termSentAt": None}
+
+        if states.transition(self.repo, job, states.QUEUED, change=again) is None:
+            return True  # cancelled meanwhile: the cancel path finishes it
+        self._release(job)
+        self.repo.delete_replicas(job.id)
+        self._paths(job).service_log(
+            f"{reason} Retrying: attempt {attempt + 1} of {sched.max_retries + 1} (scheduling.maxRetries).",
+            "WARNING")
+        return True
 
     def _handles(self, job: JobRow) -> list[dict[str, Any]]:
         return [r.handle for r in self.repo.replicas(job.id) if self._launched(r.handle)]

@@ -15,6 +15,8 @@ _KEYS = {
     "demand": "demand",
     "placement": "placement",
     "term_sent_at": "termSentAt",
+    "max_retries": "maxRetries",
+    "attempt": "attempt",
 }
 
 
@@ -29,6 +31,9 @@ class SchedulingState:
     placement: dict[str, Any] | None = None
     #: When SIGTERM went to the replicas of a cancelled job (epoch seconds).
     term_sent_at: float | None = None
+    #: Restarts allowed after infrastructure failures, and the attempt running now (1-based).
+    max_retries: int | None = None
+    attempt: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

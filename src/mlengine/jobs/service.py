@@ -47,6 +47,9 @@ def render_job(row: JobRow, kinds: KindRegistry, position: int = 0) -> dict[str,
         job["errorMessage"] = row.error_message
     if position:
         job["jobPosition"] = str(position)
+    attempt = (row.scheduling or {}).get("attempt")
+    if attempt:  # mlengine: the attempt running (or that ran last) of a job with maxRetries
+        job["attempt"] = attempt
     return job
 
 
@@ -70,7 +73,8 @@ class JobService:
         kind = self.kinds.for_body(body)
         sub = kind.validate(project, body)
         scheduling = SchedulingState(max_running_seconds=sub.max_running_seconds,
-                                     max_wait_seconds=sub.max_wait_seconds)
+                                     max_wait_seconds=sub.max_wait_seconds,
+                                     max_retries=sub.max_retries or None, attempt=1 if sub.max_retries else None)
         row = self.repo.create(
             project, sub.job_id, kind=kind.name, state=states.QUEUED, input=sub.input, labels=sub.labels,
             scheduling=scheduling.to_json(), kind_state=sub.kind_state, output=sub.output,

@@ -26,7 +26,10 @@ TRAINING_INPUT_FIELDS = frozenset(
         "serviceAccount", "useChiefInTfConfig", "workerConfig", "workerCount", "workerType",
     }
 )
-SCHEDULING_FIELDS = frozenset({"maxRunningTime", "maxWaitTime", "priority"})
+#: ``maxRetries`` is mlengine's: how often a job whose replica was killed by a signal or vanished
+#: (never one whose trainer exited non-zero) is started again.
+SCHEDULING_FIELDS = frozenset({"maxRunningTime", "maxWaitTime", "priority", "maxRetries"})
+MAX_RETRIES = 10
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class TrainingSpec:
     training_input: dict[str, Any]
     max_running_seconds: float | None
     max_wait_seconds: float | None
+    max_retries: int = 0
 
 
 def parse_duration(value: Any, field: str) -> float:
@@ -96,6 +100,7 @@ def validate_training_input(ti: Any) -> TrainingSpec:
             raise invalid(f"trainingInput.{key}", "must be a string")
 
     max_running = max_wait = None
+    retries = 0
     scheduling = training_input.get("scheduling")
     if scheduling is not None:
         if not isinstance(scheduling, Mapping):
@@ -107,4 +112,11 @@ def validate_training_input(ti: Any) -> TrainingSpec:
             max_running = parse_duration(scheduling["maxRunningTime"], "trainingInput.scheduling.maxRunningTime")
         if "maxWaitTime" in scheduling:
             max_wait = parse_duration(scheduling["maxWaitTime"], "trainingInput.scheduling.maxWaitTime")
-    return TrainingSpec(training_input, max_running, max_wait)
+        if "maxRetries" in scheduling:
+            retries = scheduling["maxRetries"]
+            if isinstance(retries, str) and retries.isdigit():
+                retries = int(retries)
+            if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RETRIES:
+                raise invalid("trainingInput.scheduling.maxRetries",
+                              f"must be an integer from 0 to {MAX_RETRIES}, got {scheduling['maxRetries']!r}")
+    return TrainingSpec(training_input, max_running, max_wait, retries)

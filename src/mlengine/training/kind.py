@@ -119,7 +119,8 @@ class TrainingKind(JobKind):
         spec = validate_training_input(body.get("trainingInput"))
         replica_requests(spec.training_input, self._table())  # unknown machine types, bad accelerators
         check_uris(spec.training_input, self.context.settings)
-        return Submission(job_id, spec.training_input, labels, spec.max_running_seconds, spec.max_wait_seconds)
+        return Submission(job_id, spec.training_input, labels, spec.max_running_seconds, spec.max_wait_seconds,
+                          max_retries=spec.max_retries)
 
     def plan(self, job: JobRow) -> list[ReplicaRequest]:
         return replica_requests(job.input, self._table())

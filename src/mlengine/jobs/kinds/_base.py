@@ -72,6 +72,9 @@ class Submission:
     max_wait_seconds: float | None = None
     output: dict[str, Any] = field(default_factory=dict)
     kind_state: dict[str, Any] = field(default_factory=dict)
+    #: How often the job is started again after an infrastructure failure (a replica killed by
+    #: a signal or vanished; never the user code's own non-zero exit).
+    max_retries: int = 0
 
 
 @dataclass(frozen=True)
