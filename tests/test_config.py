@@ -288,3 +288,16 @@ def test_the_server_process_itself_stops_with_the_message(clean_env: Path) -> No
     proc = run([*argv, "--executor", "bogus"], clean_env / "home")
     assert proc.returncode == 1
     assert "ERROR: MLE_EXECUTOR='bogus' is not valid: must be one of local, ray" in proc.stderr
+
+
+def test_a_store_that_cannot_be_opened_stops_the_server_with_a_message(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLE_")}
+    env.update({"MLE_HOME": str(tmp_path), "MLE_DATABASE_URL": "sqlite:////proc/mlengine.db"})
+    result = subprocess.run([sys.executable, "-m", "mlengine.api.server", "--port", "0"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "ERROR: cannot open the metadata store sqlite:////proc/mlengine.db (MLE_DATABASE_URL)" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -22,6 +22,7 @@ from typing import Any
 
 import mlengine
 from mlengine.config import Settings, load_settings
+from mlengine.core.files import write_atomic
 from mlengine.errors import MLEngineError
 
 log = logging.getLogger("mlengine.server")
@@ -29,12 +30,7 @@ log = logging.getLogger("mlengine.server")
 
 def write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read (mode 0600), atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode=0o600)
 
 
 def ensure_admin_token(settings: Settings, repo: Any) -> None:
@@ -226,6 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:
         print(f"ERROR: cannot start the server: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the store cannot be opened or migrated: say which, no traceback
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise
+        where = settings.resolved_database_url.split("@")[-1] if "settings" in locals() else "?"
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(f"ERROR: cannot open the metadata store {where} (MLE_DATABASE_URL): {detail}", file=sys.stderr)
         return 1
     return 0
 

@@ -231,7 +231,7 @@ def start(
 def stop(with_ray: bool) -> None:
     """Stop the mlengine server recorded under MLE_HOME.
 
-    Sends SIGTERM, waits up to 10 s, then SIGKILL. Running jobs are detached from the
+    Sends SIGTERM, waits up to STOP_TIMEOUT seconds (10), then SIGKILL. Running jobs are detached from the
     server and keep running; the server picks them up again when it starts. A local Ray that
     the server started keeps running too, unless --with-ray.
 
@@ -276,7 +276,7 @@ def _stop_server(cfg: Settings) -> None:
         left = read_server_file(cfg)
         if left is not None and left.get("pid") == pid:
             cfg.server_file.unlink(missing_ok=True)
-    how = "killed it after 10 s" if killed else "it shut down cleanly"
+    how = f"killed it after {STOP_TIMEOUT:g} s" if killed else "it shut down cleanly"
     output.status(
         f"Stopped the mlengine server (pid {pid}; {how}). Running jobs are detached and keep "
         "running; the server picks them up again when it starts."
