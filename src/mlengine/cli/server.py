@@ -231,7 +231,7 @@ def start(
 def stop(with_ray: bool) -> None:
     """Stop the mlengine server recorded under MLE_HOME.
 
-    Sends SIGTERM, waits up to STOP_TIMEOUT seconds (10), then SIGKILL. Running jobs are detached from the
+    Sends SIGTERM, waits up to 10 s, then SIGKILL. Running jobs are detached from the
     server and keep running; the server picks them up again when it starts. A local Ray that
     the server started keeps running too, unless --with-ray.
 
