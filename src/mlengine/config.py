@@ -38,6 +38,8 @@ def _check_port_range(text: str) -> str:
 
 
 _JOB_KINDS_VALID = "must be comma-separated package.module:Class paths"
+_HOSTS_VALID = "must be comma-separated host names or addresses, or *"
+_HOST_RE = re.compile(r"\*|[a-z0-9.:\[\]-]+")
 _SCHEMES_VALID = "must be comma-separated URI schemes such as file,gs,s3,https"
 _SCHEME_NAME_RE = re.compile(r"[a-z][a-z0-9+.-]*")
 _KIND_PATH_RE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
@@ -169,6 +171,11 @@ class Settings(BaseSettings):
         "names or PREFIX* patterns (PATH, LANG, LC_*, TZ, LD_LIBRARY_PATH and the GPU selection variables "
         "always pass; nothing else of the server's environment does).",
         default=(), json_schema_extra={"valid": _ENV_NAMES_VALID})
+    allowed_hosts: Annotated[tuple[str, ...] | None, NoDecode] = _env(
+        "MLE_ALLOWED_HOSTS",
+        "Host names the server answers state-changing requests for (DNS rebinding), comma-separated; "
+        "* = any. Default: the loopback names and the host it is bound to (any name when bound to all "
+        "interfaces).", default=None, json_schema_extra={"valid": _HOSTS_VALID})
     # URIs the server fetches for users (no server-side request forgery) --------------------
     uri_schemes: Annotated[tuple[str, ...], NoDecode] = _env(
         "MLE_URI_SCHEMES",
@@ -236,6 +243,16 @@ class Settings(BaseSettings):
         for entry in value:
             if not isinstance(entry, str) or not _KIND_PATH_RE.fullmatch(entry):
                 raise ValueError(_JOB_KINDS_VALID)
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        for entry in value or ():
+            if not isinstance(entry, str) or not _HOST_RE.fullmatch(entry):
+                raise ValueError(_HOSTS_VALID)
         return value
 
     @field_validator("uri_schemes", mode="before")

@@ -10,6 +10,8 @@ import mlengine
 from mlengine.api import discovery, jobs, models, operations, services, system
 from mlengine.api.auth import TokenCache, authorize, authorize_predict
 from mlengine.api.errors import install_error_handlers
+from mlengine.api.hosts import HostGuard
+from mlengine.api.paths import check_path
 
 
 def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: Any = None,
@@ -21,7 +23,7 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        dependencies=[Depends(authorize)],
+        dependencies=[Depends(authorize), Depends(check_path)],
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -44,6 +46,8 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
 
     app.add_middleware(PredictMiddleware, authorize=authorize_predict)
     app.state.unimplemented = discovery.install(app, iter_routes(app))
+    app.state.server_hosts = set()  # the host serve() binds (api/hosts.py)
+    app.add_middleware(HostGuard, state=app.state)  # outermost: before routing and predictions
     return app
 
 

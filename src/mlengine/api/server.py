@@ -175,6 +175,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     # uvicorn re-raises the signal that stopped it after shutdown: clean up in the lifespan.
     app, parts = build_app(settings, on_shutdown=forget_server_file)
+    app.state.server_hosts.add(host)
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -103,6 +103,7 @@ class InProcessServer:
         if self._test_client is not None:
             raise RuntimeError("this in-process server is already running")
         app, self.parts = build_app(self.settings)
+        app.state.server_hosts.add(self.url.split("//", 1)[1])  # its own name (api/hosts.py)
         test_client = TestClient(app, base_url=self.url, raise_server_exceptions=self._raise)
         try:
             test_client.__enter__()  # runs the lifespan: scheduler and serving manager start
