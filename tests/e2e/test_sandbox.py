@@ -173,7 +173,7 @@ def test_a_hostile_trainer_reads_no_secret(server: ServerProcess, packages: dict
 
 
 def test_a_job_dir_trainers_cannot_write_is_refused(server: ServerProcess, packages: dict[str, Path]) -> None:
-    for job_dir, reason in ((str(server.home / "jobs"), "private files"), ("/etc/mle-out", "MLE_SANDBOX_WRITABLE")):
+    for job_dir, reason in ((str(server.home / "jobs"), "private"), ("/etc/mle-out", "MLE_SANDBOX_WRITABLE")):
         response = server.api("POST", JOBS, json=body("badjobdir", packages["echo"], jobDir=job_dir))
         assert response.status_code == 400, response.text
         assert "trainingInput.jobDir" in response.text and reason in response.text
