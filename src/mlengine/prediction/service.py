@@ -16,6 +16,7 @@ from typing import Any
 
 from mlengine.config import Settings
 from mlengine.errors import failed_precondition, invalid
+from mlengine.jobs.lifecycle import VersionState
 from mlengine.jobs.operations import OperationRunner, render_operation
 from mlengine.prediction import specs
 from mlengine.prediction.events import NoServing, ServingEvents
@@ -24,6 +25,7 @@ from mlengine.store.serving import ModelRow, ServingRepository, VersionRow
 from mlengine.store.serving import etag as etag_of
 
 Counts = Callable[[str, str, str], "Mapping[str, int] | None"]
+READY, DELETING, FAILED = VersionState.READY.value, VersionState.DELETING.value, VersionState.FAILED.value
 VERSION_TYPE = "type.googleapis.com/google.cloud.ml.v1.Version"
 MODEL_TYPE = "type.googleapis.com/google.cloud.ml.v1.Model"
 VERSION_MASKS = ("description", "labels", "autoScaling", "autoScaling.minNodes", "autoScaling.maxNodes",
@@ -65,7 +67,7 @@ class ModelService:
 
     # Rendering -------------------------------------------------------------------------------
     def _version_json(self, model: ModelRow, row: VersionRow) -> dict[str, Any]:
-        replicas = self.counts(model.project, model.name, row.name) if self.counts and row.state == "READY" else None
+        replicas = self.counts(model.project, model.name, row.name) if self.counts and row.state == READY else None
         return specs.render_version(model, row, replicas)
 
     def _model_json(self, row: ModelRow) -> dict[str, Any]:
@@ -220,7 +222,7 @@ class ModelService:
     def delete_version(self, project: str, model_name: str, name: str) -> dict[str, Any]:
         model = self.repo.get_model(project, model_name)
         row = self.repo.get_version(model, name)
-        if row.state == "DELETING":
+        if row.state == DELETING:
             raise failed_precondition(f"Version {name} is already being deleted")
         others = [v for v in self.repo.versions_of(model.id) if v.name != name]
         if model.default_version == name and others:
@@ -230,7 +232,7 @@ class ModelService:
                 "(setDefault)")
 
         def change(version: VersionRow) -> None:
-            version.state = "DELETING"
+            version.state = DELETING
 
         updated = self.repo.update_version(row.id, change)
         meta = {"version": self._version_json(model, updated)}
@@ -241,7 +243,7 @@ class ModelService:
     def set_default(self, project: str, model_name: str, name: str) -> dict[str, Any]:
         model = self.repo.get_model(project, model_name)
         row = self.repo.get_version(model, name)
-        if row.state in ("FAILED", "DELETING"):
+        if row.state in (FAILED, DELETING):
             raise failed_precondition(f"Version {name} is {row.state} and cannot become the default version")
 
         def change(m: ModelRow) -> None:
