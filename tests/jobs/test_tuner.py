@@ -57,7 +57,7 @@ class Harness:
         self.kinds = KindRegistry([TuningKind(context, training), training, StubTrial(context, None)])
         self.scheduler = Scheduler(self.settings, self.repo, self.executor, self.kinds)
         self.service = JobService(self.settings, self.repo, self.kinds, lambda: None)
-        package = home / "trainer-0.1.tar.gz"
+        package = home.parent / "trainer-0.1.tar.gz"  # outside MLE_HOME, as the URI policy wants
         import io
         import tarfile
 
@@ -107,7 +107,7 @@ class Harness:
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path)
+    harness = Harness(tmp_path / "home")
     yield harness
     harness.scheduler.stop()
     harness.db.dispose()
