@@ -115,6 +115,13 @@ class _Zygote:
             self.popen.terminate()
 
 
+def _kill_unwanted(request: asyncio.Future[dict[str, Any]]) -> None:
+    if request.cancelled() or request.exception() is not None or "pid" not in request.result():
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(int(request.result()["pid"]), signal.SIGKILL)  # it leads its own session
+
+
 class Launcher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -154,12 +161,16 @@ class Launcher:
                 )
             zygote = _Zygote(kind, popen, socket_path)
             deadline = time.monotonic() + self.settings.serving_start_timeout_seconds
-            while time.monotonic() < deadline and zygote.alive():
-                try:
-                    zygote.reader, zygote.writer = await asyncio.open_unix_connection(socket_path)
-                    break
-                except (FileNotFoundError, ConnectionRefusedError):
-                    await asyncio.sleep(0.05)
+            try:
+                while time.monotonic() < deadline and zygote.alive():
+                    try:
+                        zygote.reader, zygote.writer = await asyncio.open_unix_connection(socket_path)
+                        break
+                    except (FileNotFoundError, ConnectionRefusedError):
+                        await asyncio.sleep(0.05)
+            except BaseException:  # cancelled while it started: never leave it behind
+                zygote.close()
+                raise
             if zygote.writer is None:
                 zygote.close()
                 log.warning("the %s zygote did not start; replicas start as fresh interpreters", kind)
@@ -175,9 +186,15 @@ class Launcher:
         if self.use_zygotes:
             zygote = await self._zygote(kind)
             if zygote is not None:
+                request = asyncio.ensure_future(zygote.request({"config": config.to_json(), "socket": socket_path,
+                                                                "log": str(log_path)}))
                 try:
-                    answer = await zygote.request({"config": config.to_json(), "socket": socket_path,
-                                                   "log": str(log_path)})
+                    answer = await asyncio.shield(request)
+                except asyncio.CancelledError:
+                    # Keep the conversation with the zygote in step (its answer is read), then
+                    # stop the replica it forked for nobody.
+                    request.add_done_callback(_kill_unwanted)
+                    raise
                 except (ConnectionError, OSError) as err:
                     log.warning("zygote %s failed (%s); starting a fresh interpreter", kind, err)
                     answer = {"error": str(err)}

@@ -15,7 +15,8 @@ interpreter importing the framework (seconds).
 A version whose packages would shadow a module the zygote already imported cannot use it:
 the zygote answers ``{"error": "shadowed", "modules": [...]}`` and the control plane starts a
 fresh interpreter instead. The zygote reaps its children and exits when the control plane's
-connection closes; replicas outlive it (they stop when their own router connection closes).
+connection closes (or when none connects within ``ABANDONED_SECONDS``); replicas outlive it
+(they stop when their own router connection closes).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,8 @@ PRELOAD: dict[str, tuple[str, ...]] = {
     "onnx": ("numpy", "onnxruntime"),
     "torch": ("numpy", "torch"),
 }  # fmt: skip
+#: A zygote nobody connected to within this long exits.
+ABANDONED_SECONDS = 600.0
 COMMON = ("mlengine.prediction.replica", "mlengine.prediction.engine", "mlengine.prediction.jsonio")
 
 
@@ -147,6 +151,7 @@ def run(kind: str, socket_path: str) -> int:
     conns: list[socket.socket] = []
     buffers: dict[socket.socket, bytes] = {}
     served = False
+    started = time.monotonic()
     while True:
         for key, _ in selector.select(timeout=1.0):
             sock = key.fileobj
@@ -170,6 +175,8 @@ def run(kind: str, socket_path: str) -> int:
                 line, buffers[sock] = buffers[sock].split(b"\n", 1)
                 sock.sendall(json.dumps(_handle(json.loads(line), listener, conns)).encode() + b"\n")
         _reap()
+        if not served and time.monotonic() - started > ABANDONED_SECONDS:
+            return 0  # the control plane never connected (it died, or gave up while we started)
         if served and not conns:
             return 0  # the control plane is gone
 

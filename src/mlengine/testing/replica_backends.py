@@ -87,6 +87,11 @@ class ReplicaBackendSuite:
         """Make the replica behind ``channel`` die abruptly (default: SIGKILL its pid)."""
         os.kill(int(channel.info["pid"]), signal.SIGKILL)
 
+    def leftovers(self, backend: ReplicaBackend) -> list[str]:
+        """What of ``backend`` still runs (processes, actors), described; checked empty after
+        every test's ``close()``. Default: nothing is checked."""
+        return []
+
     # Helpers --------------------------------------------------------------------------------
     def template(self, root: Path, broken: bool = False) -> ReplicaTemplate:
         code = root / "code"
@@ -110,6 +115,10 @@ class ReplicaBackendSuite:
                 await asyncio.wait_for(scenario(backend, tmp_path), 120)
             finally:
                 await backend.close()
+            deadline = time.monotonic() + 15
+            while self.leftovers(backend) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert not self.leftovers(backend), f"still running after close(): {self.leftovers(backend)}"
 
         asyncio.run(main())
 
