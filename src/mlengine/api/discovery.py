@@ -14,7 +14,8 @@ when the app is created (without importing ``googleapiclient``). For each method
   .../models/M:getIamPolicy`` is not taken for the model ``M:getIamPolicy``) that checks the
   bearer token (any valid token) and answers 501 UNIMPLEMENTED naming the method.
 
-Without the document (``google-api-python-client`` not installed) nothing is added.
+``google-api-python-client`` is a dependency of mlengine, so the document is there; without it
+(a broken installation) nothing is added and a warning says so.
 Generated routes are marked :class:`GeneratedRoute`; they declare no permission of the
 permission table because they do nothing.
 """
@@ -125,7 +126,8 @@ def methods(document: dict[str, Any]) -> list[Method]:
 def load_methods() -> list[Method]:
     path = document_path()
     if path is None:
-        log.info("google-api-python-client is not installed: unserved ml v1 methods answer 404, not 501")
+        log.warning("google-api-python-client (a dependency of mlengine) is not installed: unserved ml v1 "
+                    "methods answer 404, not 501; reinstall mlengine")
         return []
     return methods(json.loads(path.read_text()))
 

@@ -29,8 +29,10 @@ def models() -> None:
 @click.option("--description", default=None, help="Description of the model.")
 @click.option("--labels", metavar="KEY=VALUE,...", default=None, help="Labels of the model.")
 @click.option("--regions", metavar="REGION", default=None, help="Accepted for gcloud compatibility.")
-@click.option("--enable-logging", is_flag=True, help="Sets onlinePredictionLogging.")
-@click.option("--enable-console-logging", is_flag=True, help="Sets onlinePredictionConsoleLogging.")
+@click.option("--enable-logging", is_flag=True,
+              help="Not available yet: prediction request logging is not implemented (refused).")
+@click.option("--enable-console-logging", is_flag=True,
+              help="Not available yet: replica console logging is not implemented (refused).")
 def create(model: str, project: str | None, description: str | None, labels: str | None, regions: str | None,
            enable_logging: bool, enable_console_logging: bool) -> None:
     """Create model MODEL.
@@ -39,6 +41,13 @@ def create(model: str, project: str | None, description: str | None, labels: str
     Examples:
       mle models create taxifare --labels team=ml
     """
+    for given, flag, field in ((enable_logging, "--enable-logging", "onlinePredictionLogging"),
+                               (enable_console_logging, "--enable-console-logging",
+                                "onlinePredictionConsoleLogging")):
+        if given:
+            raise click.UsageError(f"{flag}: request logging is not available yet in mlengine (the server does "
+                                   f"not implement {field}); create the model without it. Replica output "
+                                   "stays in the replica log files on the server.")
     body: dict[str, Any] = {"name": model}
     if description:
         body["description"] = description
@@ -46,10 +55,6 @@ def create(model: str, project: str | None, description: str | None, labels: str
         body["labels"] = parse_key_values(labels, "--labels")
     if regions:
         body["regions"] = parse_list(regions)
-    if enable_logging:
-        body["onlinePredictionLogging"] = True
-    if enable_console_logging:
-        body["onlinePredictionConsoleLogging"] = True
     client().create_model(project_of(project), body)
     output.status(f"Created model [{model}].")
 
