@@ -22,7 +22,7 @@ from tests.e2e.serving_helpers import (
     write_sklearn_model,
 )
 
-from mlengine.jobs.operations import kill_session, session_members
+from mlengine.core.processes import kill_session, session_members
 
 pytestmark = pytest.mark.e2e
 ROW = {"instances": [[1.0, 2.0, 3.0]]}

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlengine.core import processes
 from mlengine.core.processes import proc_start_ticks
 
 GATE_EXIT_CODE = 97
@@ -82,10 +83,8 @@ def exit_code(handle: Mapping[str, Any], child: subprocess.Popen[bytes] | None) 
 
 def signal_group(handle: Mapping[str, Any], signum: int) -> None:
     pgid = handle.get("pgid")
-    if pgid is None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(int(pgid), signum)
+    if pgid is not None:
+        processes.signal_group(int(pgid), signum)
 
 
 def group_alive(handle: Mapping[str, Any], child: subprocess.Popen[bytes] | None) -> bool:
@@ -93,28 +92,9 @@ def group_alive(handle: Mapping[str, Any], child: subprocess.Popen[bytes] | None
     pgid = handle.get("pgid")
     if pgid is None:
         return False
-    pgid = int(pgid)
     if child is not None:
         child.poll()  # reap our own child
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    leader = proc_start_ticks(pgid)
-    if leader is not None and leader[1] not in ("Z", "X"):
-        return True
-    # The leader is gone or a zombie nobody reaped yet: look for other live members.
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="utf-8") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+    return processes.group_alive(int(pgid))
 
 
 def kill_group(handle: Mapping[str, Any], child: subprocess.Popen[bytes] | None) -> None:

@@ -111,6 +111,7 @@ def service_harness(kind_class: type[ServiceKind],
     manager = ServiceManager(resolved, ServiceRepository(db), ServiceRegistry([kind]))
     manager.start()
     app = create_app(settings=resolved, job_service=None, token_repo=tokens, services_manager=manager)
+    app.state.server_hosts.add("testserver")  # TestClient's name for the app (api/hosts.py)
     try:
         with TestClient(app) as client:
             yield ServiceHarness(context, kind, manager, client, token)

@@ -9,7 +9,6 @@ and ``MLE_LOCAL_GPUS`` GPUs (default: what ``nvidia-smi -L`` lists). Replicas li
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlengine.config import Settings
+from mlengine.core import processes
 from mlengine.core.processes import proc_start_ticks
 from mlengine.core.sandbox import replica_environment
 from mlengine.jobs.executors._base import Executor, ReplicaLaunch, ReplicaStatus
@@ -123,22 +123,13 @@ class LocalExecutor(Executor):
             self._children.pop(int(handle["pid"]), None)
 
     def signal(self, handle: dict[str, Any], signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(int(handle["pgid"]), signum)
+        processes.signal_group(int(handle["pgid"]), signum)
 
     def group_alive(self, handle: dict[str, Any]) -> bool:
-        """Whether any process of the replica's group is still alive."""
-        try:
-            os.killpg(int(handle["pgid"]), 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        # Our own zombie children still count for killpg(…, 0); reap and check again.
+        """Whether any process of the replica's group is still alive (our own zombie children
+        are reaped first)."""
         self._reap(handle)
-        try:
-            os.killpg(int(handle["pgid"]), 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return processes.group_alive(int(handle["pgid"]))
 
     def close(self) -> None:
         self._children.clear()

@@ -23,7 +23,6 @@ must be installed on every node.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -32,6 +31,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from mlengine.core import processes
 
 
 def clean_environment(extra: dict[str, str], inherit: Sequence[str] | None = None) -> dict[str, str]:
@@ -122,18 +123,13 @@ class ReplicaAgent:
 
     def signal(self, signum: int) -> None:
         if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, signum)
+            processes.signal_group(self._proc.pid, signum)
 
     def group_alive(self) -> bool:
         if self._proc is None:
             return False
         self._proc.poll()  # reap the supervisor if it exited
-        try:
-            os.killpg(self._proc.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return processes.group_alive(self._proc.pid)
 
     def node(self) -> dict[str, Any]:
         import ray

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mlengine.core import processes
 from mlengine.errors import Code, MLEngineError
 
 START_TIMEOUT = 90.0
@@ -160,18 +161,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 def session_members(sid: int) -> list[int]:
     """Pids of every process in session ``sid`` (what ``ray start --block`` started)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
-            found.append(int(entry.name))
-    return found
+    return processes.session_members(sid, None)
 
 
 def stop_node(node: RayNode | dict[str, Any], grace: float = 8.0) -> None:

@@ -8,7 +8,7 @@ from mlengine.jobs.operations._base import (
     cancelled_status,
     render_operation,
 )
-from mlengine.jobs.operations.runner import OperationRunner, WorkerFailed, kill_session, session_members
+from mlengine.jobs.operations.runner import OperationRunner, WorkerFailed
 
 __all__ = ["EMPTY_TYPE", "METADATA_TYPE", "Operation", "OperationRunner", "WorkerFailed", "cancelled_status",
-           "kill_session", "render_operation", "session_members"]
+           "render_operation"]

@@ -9,18 +9,15 @@ run), ``pid`` (written by the worker first), ``result.json`` (written last) and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from mlengine.core.processes import proc_start_ticks
+from mlengine.core.processes import kill_session, proc_start_ticks
 from mlengine.errors import Code, MLEngineError, failed_precondition
 from mlengine.jobs.operations._base import Operation, render_operation
 from mlengine.store.filters import compile_filter
@@ -45,14 +42,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
 def _alive(pid: int | None, start_ticks: int | None) -> bool:
     if not pid:
         return False
@@ -60,41 +49,6 @@ def _alive(pid: int | None, start_ticks: int | None) -> bool:
     if info is None or info[1] in ("Z", "X"):
         return False
     return start_ticks is None or info[0] == start_ticks
-
-
-def session_members(pid: int, start_ticks: int | None) -> list[int]:
-    """Live processes of the session ``pid`` leads (a worker and everything it started),
-    found through /proc; only processes started after the leader count, so a reused pid is
-    never taken for ours."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        fields = _stat(int(entry.name))
-        if fields is None or int(fields[3]) != pid or fields[0] in ("Z", "X"):
-            continue
-        if start_ticks is not None and int(fields[19]) < start_ticks:
-            continue
-        members.append(int(entry.name))
-    return members
-
-
-def kill_session(pid: int, start_ticks: int | None, grace: float = 2.0) -> list[int]:
-    """Stop every process of the session ``pid`` leads: SIGTERM, then SIGKILL whatever is left
-    after ``grace`` seconds. Blocking (up to ``grace``); returns the pids signalled."""
-    members = session_members(pid, start_ticks)
-    for member in members:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(member, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    left = members
-    while left and time.monotonic() < deadline:
-        time.sleep(0.02)
-        left = session_members(pid, start_ticks)
-    for member in left:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(member, signal.SIGKILL)
-    return sorted(set(members) | set(left))
 
 
 class OperationRunner:
