@@ -1,9 +1,14 @@
-"""Authentication and authorization on every route of a real server."""
+"""Authentication and authorization on every route: every route of the app against every
+role (in process: the real app, fast) and tokens on a real server."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,6 +16,9 @@ from tests.e2e.helpers import ServerProcess
 
 from mlengine.api.app import create_app, iter_routes
 from mlengine.api.auth import PERMISSIONS
+from mlengine.config import load_settings
+from mlengine.core.iam import AUTHENTICATED, ROLES
+from mlengine.testing.inprocess import InProcessServer
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +39,72 @@ def test_every_route_declares_a_permission() -> None:
     assert not missing, f"routes without a permission in mlengine.api.auth.PERMISSIONS: {missing}"
     stale = [r for r in PERMISSIONS if r not in routes]
     assert not stale, f"permissions for routes that do not exist: {stale}"
+
+
+#: The principals of the route test: a role on the server-wide policy (every project), or none.
+PRINCIPALS = {"admin": "roles/ml.admin", "developer": "roles/ml.developer", "viewer": "roles/ml.viewer",
+              "nobody": None}
+
+
+@pytest.fixture(scope="module")
+def inprocess() -> Iterator[tuple[InProcessServer, dict[str, str]]]:
+    home = Path(tempfile.mkdtemp(prefix="mle-", dir="/tmp"))
+    settings = load_settings(home=home, database_url=f"sqlite:///{home / 'mlengine.db'}", capacity_slots=1)
+    try:
+        with InProcessServer(settings, raise_server_exceptions=False) as server:
+            tokens = {"admin": server.token}
+            with server.client() as admin:
+                for name, role in PRINCIPALS.items():
+                    if name != "admin":
+                        created = admin.request("POST", "/v1/tokens", json={"name": name, "role": role or "none"})
+                        tokens[name] = created["token"]
+            yield server, tokens
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def expected_allowed(permission: str, role: str | None) -> bool:
+    return permission == AUTHENTICATED or (role is not None and permission in ROLES[role])
+
+
+def test_every_route_against_every_role(inprocess: tuple[InProcessServer, dict[str, str]]) -> None:
+    """Each route, as each principal: 403 exactly when the role lacks the route's permission
+    (derived from the role → permission table), and then the answer names both the permission
+    and the resource."""
+    server, tokens = inprocess
+    routes = app_routes()
+    checked = 0
+    denials = dict.fromkeys(PRINCIPALS, 0)
+    for name, role in PRINCIPALS.items():
+        with server.client(tokens[name], retries=0) as client:
+            http = client._http  # the raw answers, not the SDK's errors
+            for method, path in routes:
+                permission = PERMISSIONS[(method, path)]
+                response = http.request(method, _concrete(path), json={})
+                allowed = expected_allowed(permission, role)
+                assert response.status_code != 401, (name, method, path, response.text)
+                assert response.status_code < 500 or response.status_code in (501, 503), (
+                    name, method, path, response.text)
+                if allowed:
+                    assert response.status_code != 403, (name, method, path, permission, response.text)
+                else:
+                    assert response.status_code == 403, (name, method, path, permission, response.text)
+                    error = response.json()["error"]
+                    assert error["status"] == "PERMISSION_DENIED", error
+                    assert f"'{permission}'" in error["message"], error
+                    resource = error["details"][0]["metadata"]["resource"]
+                    assert resource in error["message"] and resource in ("server", *_resources(path)), error
+                    denials[name] += 1
+                checked += 1
+    assert checked == len(routes) * len(PRINCIPALS)
+    open_routes = sum(1 for route in routes if PERMISSIONS[route] == AUTHENTICATED)
+    assert denials["admin"] == 0 and denials["nobody"] == len(routes) - open_routes
+    assert 0 < denials["developer"] < denials["viewer"] < denials["nobody"], denials
+
+
+def _resources(path: str) -> tuple[str, ...]:
+    concrete = _concrete(path)
+    return ("projects/x1", "projects/x1/jobs/x1", "projects/x1/models/x1") if "/projects/" in concrete else ()
 
 
 def _concrete(path: str) -> str:

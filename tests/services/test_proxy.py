@@ -85,7 +85,8 @@ def test_refusals(h: ServiceHarness) -> None:
     assert anonymous.headers["www-authenticate"] == "Bearer"
     assert h.client.get(proxy(), headers={"Authorization": "Bearer nope"}).status_code == 401
     assert h.client.get(proxy(), headers={"Cookie": "mle_token=nope"}).status_code == 401
-    _row, reader = TokenRepository(h.context.db).create("reader", "viewer")
+    _row, reader = TokenRepository(h.context.db).create("reader")
+    h.client.app.state.policies.add_member("server", "roles/ml.viewer", "user:reader")
     h.client.app.state.tokens.refresh()
     as_viewer = {"Authorization": f"Bearer {reader}"}
     denied = h.client.get(proxy(), headers=as_viewer)

@@ -133,12 +133,13 @@ def test_concurrent_updates_are_serialized(db) -> None:
 
 def test_tokens(db) -> None:
     repo = TokenRepository(db)
-    row, secret = repo.create("alice", "viewer")
+    row, secret = repo.create("alice")
+    assert row.principal == "user:alice" and row.groups == []
     assert row.token_sha256 != secret and secret not in row.token_sha256
     assert repo.find(secret).name == "alice"
     assert repo.find(secret + "x") is None
     with pytest.raises(MLEngineError) as info:
-        repo.create("alice", "admin")
+        repo.create("alice", "user:someone-else")
     assert info.value.code is Code.ALREADY_EXISTS
     repo.delete("alice")
     assert repo.find(secret) is None

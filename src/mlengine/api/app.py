@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 import mlengine
-from mlengine.api import discovery, jobs, models, operations, services, system
-from mlengine.api.auth import TokenCache, authorize, authorize_predict
+from mlengine.api import discovery, iam, jobs, models, operations, services, system
+from mlengine.api.auth import Authorizer, TokenCache, authorize, authorize_predict
 from mlengine.api.errors import install_error_handlers
 from mlengine.api.hosts import HostGuard
 from mlengine.api.paths import check_path
@@ -16,7 +16,12 @@ from mlengine.api.paths import check_path
 
 def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: Any = None,
                model_service: Any = None, serving: Any = None, services_manager: Any = None,
-               operations_runner: Any = None) -> FastAPI:
+               operations_runner: Any = None, policies: Any = None, service_accounts: Any = None) -> FastAPI:
+    """The control plane's app over the given components. ``policies`` (a
+    :class:`~mlengine.store.iam.PolicyStore`) defaults to one over the token repository's
+    store (in memory only without one)."""
+    from mlengine.store.iam import PolicyStore
+
     app = FastAPI(
         title="mlengine",
         version=mlengine.__version__,
@@ -30,8 +35,12 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
     app.state.jobs = job_service
     app.state.token_repo = token_repo
     app.state.tokens = TokenCache(token_repo)
+    app.state.policies = policies if policies is not None else PolicyStore(getattr(token_repo, "db", None))
+    app.state.iam = Authorizer(app.state.policies)
+    app.state.service_accounts = service_accounts
     install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(iam.router)  # before jobs and models: GET .../jobs/J:getIamPolicy is no job J:...
     app.include_router(jobs.router)
     app.state.models = model_service
     app.state.serving = serving

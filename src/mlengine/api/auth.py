@@ -1,9 +1,19 @@
-"""Bearer-token authentication and the permission table.
+"""Bearer-token authentication, IAM authorization, and the route → permission table.
 
 Every route declares its permission in :data:`PERMISSIONS`, keyed by (method, path template).
 A route missing from the table is refused with 500 at request time and caught by a test that
 enumerates the app's routes. Tokens are looked up by SHA-256 digest, compared in constant
 time, and never logged.
+
+Authorization (:func:`authorize`, a dependency of every route): the token's principal (and
+its groups) must hold the route's permission on the route's resource, resolved from the path
+parameters (:func:`target_resource`): the job or model (a version → its model; an operation →
+the resource it works on), else the project, else the server. What a principal holds there
+is the union of the roles bound to it on the resource's chain (server, project, resource), as
+:mod:`mlengine.core.iam` defines; policies live in memory (:class:`mlengine.store.iam.PolicyStore`)
+and effective permissions are cached per (principal, resource) until a policy changes, so no
+request (a prediction least of all) reads the database to be authorized. List routes check
+the project: ``jobs.list`` needs ``ml.jobs.list`` on the project (or the server), not on jobs.
 """
 
 from __future__ import annotations
@@ -11,46 +21,71 @@ from __future__ import annotations
 import hmac
 import json
 import threading
+import time
 from typing import Any
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
+from mlengine.core import iam
+from mlengine.core.iam import AUTHENTICATED, Identity
 from mlengine.errors import Code, MLEngineError
+from mlengine.store.iam import PolicyStore
 from mlengine.store.tokens import TokenRepository, digest
 
-ROLES = ("admin", "editor", "viewer")
+_JOB = "/v1/projects/{project}/jobs/{job}"
+_MODEL = "/v1/projects/{project}/models/{model}"
+_IAM_METHODS = {
+    ("GET", ":getIamPolicy"): "getIamPolicy", ("POST", ":getIamPolicy"): "getIamPolicy",
+    ("POST", ":setIamPolicy"): "setIamPolicy",
+}
+
+
+def _iam_routes(path: str, prefix: str) -> dict[tuple[str, str], str]:
+    routes = {(method, path + suffix): f"{prefix}.{verb}" for (method, suffix), verb in _IAM_METHODS.items()}
+    routes[("POST", path + ":testIamPermissions")] = AUTHENTICATED  # anyone may ask what they may do
+    return routes
+
 
 #: (HTTP method, path template) → permission. Names follow AI Platform's IAM permissions.
 PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/server"): "mlengine.server.get",
+    **_iam_routes("/v1/server", "mlengine.server"),
     ("POST", "/v1/tokens"): "mlengine.tokens.create",
     ("GET", "/v1/tokens"): "mlengine.tokens.list",
     ("DELETE", "/v1/tokens/{name}"): "mlengine.tokens.delete",
+    **_iam_routes("/v1/projects/{project}", "resourcemanager.projects"),
+    ("POST", "/v1/projects/{project}/serviceAccounts"): "iam.serviceAccounts.create",
+    ("GET", "/v1/projects/{project}/serviceAccounts"): "iam.serviceAccounts.list",
+    ("GET", "/v1/projects/{project}/serviceAccounts/{account}"): "iam.serviceAccounts.get",
+    ("DELETE", "/v1/projects/{project}/serviceAccounts/{account}"): "iam.serviceAccounts.delete",
     ("POST", "/v1/projects/{project}/packages:upload"): "ml.jobs.create",
     ("POST", "/v1/projects/{project}/jobs"): "ml.jobs.create",
     ("GET", "/v1/projects/{project}/jobs"): "ml.jobs.list",
-    ("GET", "/v1/projects/{project}/jobs/{job}"): "ml.jobs.get",
-    ("PATCH", "/v1/projects/{project}/jobs/{job}"): "ml.jobs.update",
-    ("POST", "/v1/projects/{project}/jobs/{job}:cancel"): "ml.jobs.cancel",
-    ("GET", "/v1/projects/{project}/jobs/{job}/logs"): "ml.jobs.get",
+    ("GET", _JOB): "ml.jobs.get",
+    ("PATCH", _JOB): "ml.jobs.update",
+    ("POST", _JOB + ":cancel"): "ml.jobs.cancel",
+    ("GET", _JOB + "/logs"): "ml.jobs.get",
+    **_iam_routes(_JOB, "ml.jobs"),
     ("POST", "/v1/projects/{project}/models"): "ml.models.create",
     ("GET", "/v1/projects/{project}/models"): "ml.models.list",
-    ("GET", "/v1/projects/{project}/models/{model}"): "ml.models.get",
-    ("PATCH", "/v1/projects/{project}/models/{model}"): "ml.models.update",
-    ("DELETE", "/v1/projects/{project}/models/{model}"): "ml.models.delete",
-    ("POST", "/v1/projects/{project}/models/{model}:predict"): "ml.models.predict",
-    ("POST", "/v1/projects/{project}/models/{model}/versions"): "ml.versions.create",
-    ("GET", "/v1/projects/{project}/models/{model}/versions"): "ml.versions.list",
-    ("GET", "/v1/projects/{project}/models/{model}/versions/{version}"): "ml.versions.get",
-    ("PATCH", "/v1/projects/{project}/models/{model}/versions/{version}"): "ml.versions.update",
-    ("DELETE", "/v1/projects/{project}/models/{model}/versions/{version}"): "ml.versions.delete",
-    ("POST", "/v1/projects/{project}/models/{model}/versions/{version}:setDefault"): "ml.versions.update",
-    ("POST", "/v1/projects/{project}/models/{model}/versions/{version}:predict"): "ml.models.predict",
+    ("GET", _MODEL): "ml.models.get",
+    ("PATCH", _MODEL): "ml.models.update",
+    ("DELETE", _MODEL): "ml.models.delete",
+    ("POST", _MODEL + ":predict"): "ml.models.predict",
+    **_iam_routes(_MODEL, "ml.models"),
+    ("POST", _MODEL + "/versions"): "ml.versions.create",
+    ("GET", _MODEL + "/versions"): "ml.versions.list",
+    ("GET", _MODEL + "/versions/{version}"): "ml.versions.get",
+    ("PATCH", _MODEL + "/versions/{version}"): "ml.versions.update",
+    ("DELETE", _MODEL + "/versions/{version}"): "ml.versions.delete",
+    ("POST", _MODEL + "/versions/{version}:setDefault"): "ml.versions.update",
+    ("POST", _MODEL + "/versions/{version}:predict"): "ml.models.predict",
     ("GET", "/v1/projects/{project}/operations"): "ml.operations.list",
     ("GET", "/v1/projects/{project}/operations/{operation}"): "ml.operations.get",
     ("POST", "/v1/projects/{project}/operations/{operation}:cancel"): "ml.operations.cancel",
-    # Services (mlengine): managed long-running processes and their proxy (editor to use it).
+    # Services (mlengine): managed long-running processes and their proxy (developers use it).
     ("POST", "/v1/projects/{project}/services"): "mlengine.services.create",
     ("GET", "/v1/projects/{project}/services"): "mlengine.services.list",
     ("GET", "/v1/projects/{project}/services/{name}"): "mlengine.services.get",
@@ -60,44 +95,79 @@ PERMISSIONS: dict[tuple[str, str], str] = {
     **{(method, "/v1/projects/{project}/services/{name}/proxy/{path:path}"): "mlengine.services.use"
        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")},
 }
-
-READ_ONLY = frozenset(p for p in PERMISSIONS.values() if p.endswith((".get", ".list")))
-
-
-def role_allows(role: str, permission: str) -> bool:
-    if role == "admin":
-        return True
-    if role == "editor":
-        return not permission.startswith("mlengine.tokens.")
-    if role == "viewer":
-        return permission in READ_ONLY and not permission.startswith("mlengine.tokens.")
-    return False
+PREDICT_PERMISSION = "ml.models.predict"
 
 
 class TokenCache:
-    """In-memory copy of the token table (digest, name, role); refreshed on every change
-    made through the API so the hot path never touches the database."""
+    """In-memory copy of the token table (digest → :class:`~mlengine.core.iam.Identity`), read
+    again whenever the repository changed it (API calls, the scheduler making or revoking a
+    job's token), so the hot path never touches the database."""
 
     def __init__(self, repo: TokenRepository) -> None:
         self.repo = repo
         self._lock = threading.Lock()
-        self._entries: list[tuple[str, str, str]] = []
+        self._entries: list[tuple[str, Identity]] = []
+        self._generation = -1
         self.refresh()
 
     def refresh(self) -> None:
-        entries = [(row.token_sha256, row.name, row.role) for row in self.repo.all()]
+        generation = getattr(self.repo, "generation", 0)
+        entries = [(row.token_sha256, Identity(row.name, row.principal, tuple(row.groups or ()), row.job_pk))
+                   for row in self.repo.all()]
         with self._lock:
             self._entries = entries
+            self._generation = generation
 
-    def lookup(self, token: str) -> tuple[str, str] | None:
+    def lookup(self, token: str) -> Identity | None:
+        if getattr(self.repo, "generation", 0) != self._generation:
+            self.refresh()
         wanted = digest(token)
         found = None
         with self._lock:
             entries = self._entries
-        for token_digest, name, role in entries:
+        for token_digest, identity in entries:
             if hmac.compare_digest(token_digest, wanted):
-                found = (name, role)
+                found = identity
         return found
+
+
+class Authorizer:
+    """Effective permissions of principals on resources, cached until a policy changes (or a
+    conditional binding that applied expires). Thread-safe; never touches the database."""
+
+    MAX_ENTRIES = 50_000
+
+    def __init__(self, policies: PolicyStore) -> None:
+        self.policies = policies
+        self._cache: dict[tuple[frozenset[str], str], tuple[int, float, frozenset[str]]] = {}
+
+    def permissions(self, identity: Identity, resource: str) -> frozenset[str]:
+        key = (identity.members, resource)
+        generation = self.policies.generation
+        now = time.time()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == generation and now < hit[1]:
+            return hit[2]
+        granted, valid_until = iam.granted(identity.members, self.policies.bindings(iam.chain(resource)), now)
+        if len(self._cache) >= self.MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = (generation, valid_until, granted)
+        return granted
+
+    def allows(self, identity: Identity, permission: str, resource: str) -> bool:
+        return permission == AUTHENTICATED or permission in self.permissions(identity, resource)
+
+    def require(self, identity: Identity, permission: str, resource: str) -> None:
+        """PERMISSION_DENIED (naming the permission and the resource) unless allowed."""
+        if not self.allows(identity, permission, resource):
+            raise denied(permission, resource)
+
+
+def denied(permission: str, resource: str) -> MLEngineError:
+    return MLEngineError(
+        Code.PERMISSION_DENIED, f"Permission '{permission}' denied on resource '{resource}' (or it may not exist).",
+        details=[{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "IAM_PERMISSION_DENIED",
+                  "domain": "mlengine", "metadata": {"permission": permission, "resource": resource}}])
 
 
 def route_permission(request: Request) -> str:
@@ -109,16 +179,47 @@ def route_permission(request: Request) -> str:
     return permission
 
 
+def _operation_target(runner: Any, project: str, operation: str) -> str | None:
+    try:
+        return str(runner.repo.get(project, operation).target) or None
+    except MLEngineError:
+        return None  # no such operation: the handler answers 404 (if the project allows asking)
+
+
+async def target_resource(request: Request) -> str:
+    """The resource a request acts on, from its path parameters (see the module doc)."""
+    params = request.path_params
+    project = params.get("project")
+    if not isinstance(project, str):
+        return iam.SERVER
+    if "job" in params:
+        return iam.job_resource(project, params["job"])
+    if "model" in params:
+        return iam.model_resource(project, params["model"])
+    if "operation" in params:
+        runner = getattr(request.app.state, "operations", None)
+        target = None
+        if runner is not None:
+            target = await run_in_threadpool(_operation_target, runner, project, params["operation"])
+        if target and target.startswith(iam.project_resource(project) + "/"):
+            return "/".join(target.split("/")[:4])
+    return iam.project_resource(project)
+
+
 async def authorize(request: Request) -> None:
     """FastAPI dependency applied to every route."""
-    cache: TokenCache = request.app.state.tokens
-    name, role = authenticate(cache, request.headers.get("authorization", ""))
-    require(name, role, route_permission(request))
-    request.state.principal = name
+    state = request.app.state
+    identity = authenticate(state.tokens, request.headers.get("authorization", ""))
+    permission = route_permission(request)
+    request.state.identity = identity
+    request.state.principal = identity.name
+    if permission != AUTHENTICATED:
+        state.iam.require(identity, permission, await target_resource(request))
 
 
-def authenticate(tokens: TokenCache, authorization: str) -> tuple[str, str]:
-    """``(name, role)`` of the token a bearer ``Authorization`` header carries; UNAUTHENTICATED otherwise."""
+def authenticate(tokens: TokenCache, authorization: str) -> Identity:
+    """The :class:`~mlengine.core.iam.Identity` of the token a bearer ``Authorization`` header
+    carries; UNAUTHENTICATED otherwise."""
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise MLEngineError(
@@ -126,19 +227,14 @@ def authenticate(tokens: TokenCache, authorization: str) -> tuple[str, str]:
             "Request is missing a valid bearer token (header 'Authorization: Bearer TOKEN'; "
             "get one with `mle auth print-access-token`).",
         )
-    identity = tokens.lookup(token.strip())
+    return lookup(tokens, token.strip())
+
+
+def lookup(tokens: TokenCache, token: str) -> Identity:
+    identity = tokens.lookup(token)
     if identity is None:
         raise MLEngineError(Code.UNAUTHENTICATED, "The bearer token is not valid (unknown or revoked).")
     return identity
-
-
-def require(name: str, role: str, permission: str) -> None:
-    """PERMISSION_DENIED unless ``role`` has ``permission``."""
-    if not role_allows(role, permission):
-        raise MLEngineError(
-            Code.PERMISSION_DENIED,
-            f"Permission '{permission}' denied: token '{name}' has role '{role}'.",
-        )
 
 
 def error_triple(error: MLEngineError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -147,13 +243,23 @@ def error_triple(error: MLEngineError) -> tuple[int, bytes, list[tuple[bytes, by
     return error.code.http_status, json.dumps(error.to_dict()).encode(), extra
 
 
-PREDICT_PERMISSION = "ml.models.predict"
-
-
-def authorize_predict(app: Any, authorization: bytes | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
-    """The :data:`mlengine.prediction.router.Authorizer` of the predict routes."""
+def authorize_predict(app: Any, authorization: bytes | None,
+                      target: tuple[str, str, str | None]) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+    """The :data:`mlengine.prediction.router.Authorizer` of the predict routes:
+    ``ml.models.predict`` on the model (memory only: token cache and permission cache)."""
     try:
-        require(*authenticate(app.state.tokens, (authorization or b"").decode("latin-1")), PREDICT_PERMISSION)
+        identity = authenticate(app.state.tokens, (authorization or b"").decode("latin-1"))
+        app.state.iam.require(identity, PREDICT_PERMISSION, iam.model_resource(target[0], target[1]))
     except MLEngineError as error:
         return error_triple(error)
+    return None
+
+
+def authorize_proxy(app: Any, token: str, project: str, permission: str) -> MLEngineError | None:
+    """The :data:`mlengine.services.proxy.Check` of the services proxy (a token from a header,
+    cookie or query): ``permission`` on the project."""
+    try:
+        app.state.iam.require(lookup(app.state.tokens, token), permission, iam.project_resource(project))
+    except MLEngineError as error:
+        return error
     return None

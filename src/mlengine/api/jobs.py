@@ -1,12 +1,16 @@
-"""``projects.jobs``: create, get, list, cancel, patch (labels), and logs (mlengine)."""
+"""``projects.jobs``: create, get, list, cancel, patch (labels), and logs (mlengine).
+
+Their IAM methods are :mod:`mlengine.api.iam`'s."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
 from mlengine.api.body import read_json
+from mlengine.api.iam import check_act_as
 from mlengine.jobs.service import JobService
 
 router = APIRouter()
@@ -18,8 +22,14 @@ def _service(request: Request) -> JobService:
 
 @router.post("/v1/projects/{project}/jobs")
 async def create_job(project: str, request: Request) -> dict[str, Any]:
+    """Create a job; the caller becomes its owner. A ``serviceAccount`` in its input must be an
+    account of the project that the caller may act as (``iam.serviceAccounts.actAs``)."""
     body = await read_json(request)
-    return await _run(request, _service(request).create, project, body)
+    if isinstance(body, Mapping):
+        for field, section in body.items():
+            if field.endswith("Input") and isinstance(section, Mapping) and section.get("serviceAccount") is not None:
+                await check_act_as(request, project, section["serviceAccount"], f"{field}.serviceAccount")
+    return await _run(request, _service(request).create, project, body, request.state.identity.member)
 
 
 @router.get("/v1/projects/{project}/jobs")

@@ -38,7 +38,8 @@ def _service(request: Request) -> Any:
 @router.post(MODELS)
 async def create_model(project: str, request: Request) -> dict[str, Any]:
     body = await read_json(request)
-    created: dict[str, Any] = await run_in_threadpool(_service(request).create_model, project, body)
+    created: dict[str, Any] = await run_in_threadpool(_service(request).create_model, project, body,
+                                                      request.state.identity.member)
     return created
 
 

@@ -26,6 +26,7 @@ from mlengine.core.files import write_atomic
 from mlengine.errors import MLEngineError
 
 log = logging.getLogger("mlengine.server")
+ADMIN_ROLES = ("roles/ml.admin", "roles/owner")
 
 
 def write_private(path: Path, text: str) -> None:
@@ -33,19 +34,32 @@ def write_private(path: Path, text: str) -> None:
     write_atomic(path, text, mode=0o600)
 
 
-def ensure_admin_token(settings: Settings, repo: Any) -> None:
-    """On first start create the ``admin`` token and write it to ``MLE_HOME/admin_token``."""
+def ensure_admin_token(settings: Settings, repo: Any, policies: Any = None) -> None:
+    """On first start create the ``admin`` token and write it to ``MLE_HOME/admin_token``.
+
+    Its principal (``user:admin``) is bound to roles/ml.admin on the server-wide policy, again
+    at every start if the binding was removed: whoever can read ``MLE_HOME`` administers the server.
+    """
+    from mlengine.core import iam
+
     path = settings.token_file
+    principal = None
     if path.exists():
-        token = path.read_text().strip()
-        if repo.find(token) is not None:
+        row = repo.find(path.read_text().strip())
+        if row is not None:
             os.chmod(path, 0o600)
-            return
-    for row in repo.all():
-        if row.name == "admin":
-            repo.delete("admin")
-    _row, secret = repo.create("admin", "admin")
-    write_private(path, secret + "\n")
+            principal = row.principal
+    if principal is None:
+        for row in repo.all():
+            if row.name == "admin":
+                repo.delete("admin")
+        row, secret = repo.create("admin")
+        write_private(path, secret + "\n")
+        principal = row.principal
+    if policies is not None:
+        server = policies.get(iam.SERVER).bindings
+        if not any(b.condition is None and principal in b.members and b.role in ADMIN_ROLES for b in server):
+            policies.add_member(iam.SERVER, "roles/ml.admin", principal)
 
 
 def build_kinds(settings: Settings, context: Any, env_cache: Any) -> Any:
@@ -64,28 +78,33 @@ def build_kinds(settings: Settings, context: Any, env_cache: Any) -> Any:
 def build_components(settings: Settings) -> dict[str, Any]:
     from mlengine.core.environments import EnvironmentCache
     from mlengine.jobs.executors import create_executor
+    from mlengine.jobs.identity import JobCredentials
     from mlengine.jobs.kinds import KindContext
     from mlengine.jobs.scheduler import Scheduler
     from mlengine.jobs.service import JobService
     from mlengine.store.database import open_database
+    from mlengine.store.iam import PolicyStore, ServiceAccountRepository
     from mlengine.store.jobs import JobRepository
     from mlengine.store.tokens import TokenRepository
 
     db = open_database(settings.resolved_database_url)
     token_repo = TokenRepository(db)
-    ensure_admin_token(settings, token_repo)
+    policies = PolicyStore(db)
+    ensure_admin_token(settings, token_repo, policies)
+    credentials = JobCredentials(token_repo)
     job_repo = JobRepository(db)
     executor = create_executor(settings)
     wake_target: list[Any] = []
     context = KindContext(settings, job_repo, db, lambda: wake_target[0]())
     kinds = build_kinds(settings, context, EnvironmentCache(settings.envs_dir))
-    scheduler = Scheduler(settings, job_repo, executor, kinds)
+    scheduler = Scheduler(settings, job_repo, executor, kinds, credentials)
     wake_target.append(scheduler.wake)
-    service = JobService(settings, job_repo, kinds, scheduler.wake)
+    service = JobService(settings, job_repo, kinds, scheduler.wake, policies)
     parts = {"db": db, "token_repo": token_repo, "job_repo": job_repo, "executor": executor,
              "scheduler": scheduler, "job_service": service, "kinds": kinds,
-             "operations": build_operations(settings, db)}
-    parts.update(build_serving(settings, db, parts["operations"]))
+             "operations": build_operations(settings, db), "policies": policies,
+             "service_accounts": ServiceAccountRepository(db), "credentials": credentials}
+    parts.update(build_serving(settings, db, parts["operations"], policies))
     parts.update(build_services(settings, db))
     return parts
 
@@ -98,7 +117,7 @@ def build_operations(settings: Settings, db: Any) -> Any:
     return OperationRunner(OperationRepository(db), settings.home / "operations")
 
 
-def build_serving(settings: Settings, db: Any, operations: Any) -> dict[str, Any]:
+def build_serving(settings: Settings, db: Any, operations: Any, policies: Any = None) -> dict[str, Any]:
     """Models, versions and online prediction: the service behind the API and the manager,
     which owns the version operations."""
     from mlengine.prediction.manager import ServingManager
@@ -107,7 +126,7 @@ def build_serving(settings: Settings, db: Any, operations: Any) -> dict[str, Any
 
     repo = ServingRepository(db)
     manager = ServingManager(settings, repo, operations)
-    service = ModelService(settings, repo, operations, events=manager, counts=manager.counts)
+    service = ModelService(settings, repo, operations, events=manager, counts=manager.counts, policies=policies)
     return {"serving": manager, "model_service": service}
 
 
@@ -160,7 +179,8 @@ def build_app(settings: Settings, *, on_shutdown: Callable[[], None] | None = No
     app = create_app(settings=settings, job_service=parts["job_service"],
                      token_repo=parts["token_repo"], lifespan=lifespan,
                      model_service=parts["model_service"], serving=parts["serving"],
-                     services_manager=parts["services"], operations_runner=parts["operations"])
+                     services_manager=parts["services"], operations_runner=parts["operations"],
+                     policies=parts["policies"], service_accounts=parts["service_accounts"])
     return app, parts
 
 
@@ -183,6 +203,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
     bound_port = sock.getsockname()[1]
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{bound_port}"
+    # Trainers reach the server here (MLE_API_URL): on this machine, loopback for a wildcard bind.
+    local = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, url_host)
+    parts["credentials"].api_url = f"http://{local}:{bound_port}"
 
     class RecordingServer(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

@@ -4,7 +4,7 @@
 Handlers call the :class:`~mlengine.services.manager.ServiceManager` in a thread (it blocks on
 the store). The proxy is a raw ASGI endpoint (:mod:`mlengine.services.proxy`): it streams, it
 takes websockets, and it accepts a cookie besides the bearer header, so it does its own
-authentication with the same token cache and role table as every other route.
+authentication with the same token cache and IAM policies as every other route.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route, WebSocketRoute
 
-from mlengine.api.auth import role_allows
+from mlengine.api.auth import authorize_proxy
 from mlengine.api.body import read_json
 from mlengine.errors import Code, MLEngineError
 from mlengine.services.proxy import METHODS, ProxyEndpoint
@@ -26,7 +26,7 @@ SERVICES = "/v1/projects/{project}/services"
 SERVICE = SERVICES + "/{name}"
 PROXY = SERVICE + "/proxy/{path:path}"
 
-_proxy = ProxyEndpoint(role_allows)
+_proxy = ProxyEndpoint(authorize_proxy)
 #: Raw ASGI routes of the proxy: every method, and websockets on the same paths.
 PROXY_ROUTES = [Route(PROXY, _proxy, methods=list(METHODS)), WebSocketRoute(PROXY, _proxy)]
 

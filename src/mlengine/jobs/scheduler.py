@@ -14,6 +14,9 @@ Per pass (:meth:`Scheduler.tick`), over the active jobs in submission order:
 
 Every replica runs confined (:mod:`mlengine.jobs.sandboxing`): its own ``HOME`` and ``TMPDIR``,
 an allow-listed environment, and the sandbox policy the supervisor applies to the trainer.
+With :class:`~mlengine.jobs.identity.JobCredentials`, the replicas of each launch get a token of
+the job's service account (``MLE_TOKEN``), revoked wherever the job is released (it ended, or
+is queued again for a retry) and, at start-up, for every job no longer active.
 
 Every state change is a compare-and-set (:func:`mlengine.jobs.lifecycle.transition`): a change
 that lost a race (a cancel arrived between this pass's read and its write) is a logged no-op,
@@ -38,6 +41,7 @@ from mlengine.errors import Code, MLEngineError
 from mlengine.jobs import capacity, sandboxing
 from mlengine.jobs import lifecycle as states
 from mlengine.jobs.executors._base import Executor, ReplicaLaunch, ReplicaStatus
+from mlengine.jobs.identity import JobCredentials
 from mlengine.jobs.kinds import JobKind, KindRegistry, ReplicaResult
 from mlengine.jobs.logs import tail_errors
 from mlengine.jobs.paths import JobPaths
@@ -92,12 +96,14 @@ def _holding(demand: dict[str, Any]) -> Callable[[JobRow], None]:
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, repo: JobRepository, executor: Executor, kinds: KindRegistry) -> None:
+    def __init__(self, settings: Settings, repo: JobRepository, executor: Executor, kinds: KindRegistry,
+                 credentials: JobCredentials | None = None) -> None:
         sandboxing.check_supported(settings)  # never run a replica unconfined by accident
         self.settings = settings
         self.repo = repo
         self.executor = executor
         self.kinds = kinds
+        self.credentials = credentials
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,7 +145,13 @@ class Scheduler:
             self._wake.clear()
 
     def reconcile(self) -> None:
-        """Pick up jobs a previous server left in PREPARING (their preparation died with it)."""
+        """Pick up jobs a previous server left in PREPARING (their preparation died with it);
+        revoke the tokens of jobs that ended while no server was watching."""
+        if self.credentials is not None:
+            try:
+                self.credentials.revoke_ended(self.repo.in_states(states.ACTIVE))
+            except Exception:
+                log.exception("revoking the tokens of ended jobs failed")
         for job in self.repo.in_states([states.PREPARING]):
             self._guarded(job, self._reconcile_one)
 
@@ -326,13 +338,14 @@ class Scheduler:
         extra = kind.sandbox_paths(job, prepared, paths)
         inherit = sandboxing.inherited_env(self.settings)
         attempt = SchedulingState.of(job.scheduling).attempt or 1
+        identity = self.credentials.issue(job) if self.credentials is not None else {}
         for position, spec in enumerate(placement.replicas):
             command = kind.command(job, prepared, placement, position, paths)
             status_file = paths.status_file(spec.task_name, attempt)
             workdir = kind.workdir(job, paths, spec.task_name)
             policy = sandboxing.replica_policy(self.settings, paths, spec.task_name, workdir, extra,
                                                paths.service_log)
-            env = {**command.env, "HOME": str(paths.home_dir(spec.task_name)),
+            env = {**command.env, **identity, "HOME": str(paths.home_dir(spec.task_name)),
                    "TMPDIR": str(paths.tmp_dir(spec.task_name))}
             row = self.repo.add_replica(ReplicaRow(
                 job_pk=job.id, task_name=spec.task_name, task_type=spec.task_type,
@@ -352,6 +365,11 @@ class Scheduler:
 
     def _release(self, job: JobRow) -> None:
         capacity.release(self.executor, job.job_id, (job.scheduling or {}).get("placement"))
+        if self.credentials is not None:
+            try:
+                self.credentials.revoke(job)
+            except Exception:  # retried at the next start (reconcile)
+                log.exception("job %s/%s: revoking its token failed", job.project, job.job_id)
 
     # Watching running jobs ----------------------------------------------------------------
     def _poll_replicas(self, job: JobRow) -> list[tuple[ReplicaRow, ReplicaStatus]]:

@@ -10,16 +10,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlengine.config import Settings
+from mlengine.core import iam
 from mlengine.core.names import validate_labels
 from mlengine.core.timeutil import rfc3339
 from mlengine.errors import Code, MLEngineError, failed_precondition, invalid
 from mlengine.jobs import lifecycle as states
+from mlengine.jobs.identity import initial_bindings
 from mlengine.jobs.kinds import KindRegistry
 from mlengine.jobs.logs import read_logs
 from mlengine.jobs.paths import JobPaths
 from mlengine.jobs.scheduler import request_cancel
 from mlengine.jobs.scheduling import SchedulingState
 from mlengine.store.filters import compile_filter
+from mlengine.store.iam import PolicyStore
 from mlengine.store.jobs import JobRepository, etag_of
 from mlengine.store.models import JobRow
 
@@ -54,16 +57,21 @@ def render_job(row: JobRow, kinds: KindRegistry, position: int = 0) -> dict[str,
 
 
 class JobService:
-    def __init__(self, settings: Settings, repo: JobRepository, kinds: KindRegistry, wake: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings, repo: JobRepository, kinds: KindRegistry, wake: Callable[[], None],
+                 policies: PolicyStore | None = None) -> None:
         self.settings = settings
         self.repo = repo
         self.kinds = kinds
         self.wake = wake
+        self.policies = policies
 
     def _render(self, row: JobRow, position: int = 0) -> dict[str, Any]:
         return render_job(row, self.kinds, position)
 
-    def create(self, project: str, body: Any) -> dict[str, Any]:
+    def create(self, project: str, body: Any, creator: str | None = None) -> dict[str, Any]:
+        """Validate and queue a job. ``creator`` (an IAM member) gets roles/ml.jobOwner on it and
+        the account it runs as roles/ml.viewer (:mod:`mlengine.jobs.identity`); whoever calls
+        this has checked the caller may act as a ``serviceAccount`` the body names."""
         if not isinstance(body, Mapping):
             raise invalid("job", "the request body must be a JSON object (a Job)")
         known = JOB_FIELDS | self.kinds.fields() | {"predictionInput", "predictionOutput"}
@@ -79,6 +87,8 @@ class JobService:
             project, sub.job_id, kind=kind.name, state=states.QUEUED, input=sub.input, labels=sub.labels,
             scheduling=scheduling.to_json(), kind_state=sub.kind_state, output=sub.output,
         )
+        if self.policies is not None:  # before the scheduler may launch it (its token's rights)
+            self.policies.set(iam.job_resource(project, sub.job_id), initial_bindings(row, creator))
         JobPaths.of(self.settings, project, sub.job_id).service_log(
             f"Validating job requirements... Job {sub.job_id} submitted."
         )

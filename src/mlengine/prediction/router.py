@@ -2,8 +2,8 @@
 
 ``POST /v1/projects/{p}/models/{m}[/versions/{v}]:predict`` is answered here without FastAPI's
 routing, dependency injection or Request objects: parse the path, check the bearer token with
-the :data:`Authorizer` the api layer hands in (permission ``ml.models.predict``, same table and
-cache as every other route), refuse
+the :data:`Authorizer` the api layer hands in (IAM permission ``ml.models.predict`` on the
+model, from the same in-memory token and permission caches as every other route), refuse
 non-JSON content types, read the body under the size limit (``Content-Length`` checked before
 reading, chunked bodies counted as they arrive; 413 either way), resolve the version in the
 serving manager's in-memory table and forward the raw body to a replica. The replica's answer
@@ -30,9 +30,10 @@ SUFFIX = ":predict"
 _JSON_TYPES = (b"application/json", b"text/plain", b"application/x-www-form-urlencoded")
 
 Scope = dict[str, Any]
-#: ``authorize(app, authorization header)``: None to go on, or the ``(status, body, headers)``
-#: to answer (401/403 in the Google error shape). Must not block: it runs on every request.
-Authorizer = Callable[[Any, "bytes | None"], "Result | None"]
+#: ``authorize(app, authorization header, (project, model, version or None))``: None to go on,
+#: or the ``(status, body, headers)`` to answer (401/403 in the Google error shape). Must not
+#: block: it runs on every request.
+Authorizer = Callable[[Any, "bytes | None", "tuple[str, str, str | None]"], "Result | None"]
 
 
 def parse_path(path: str) -> tuple[str, str, str | None] | None:
@@ -90,7 +91,7 @@ async def handle_predict(scope: Scope, receive: Any, send: Any, authorize: Autho
             content_type = value
         elif key == b"content-length":
             length = value
-    denied = authorize(app, authorization)
+    denied = authorize(app, authorization, target)
     if denied is not None:
         await _send(send, *denied)
         return

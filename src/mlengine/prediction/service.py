@@ -15,17 +15,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlengine.config import Settings
+from mlengine.core import iam
 from mlengine.errors import failed_precondition, invalid
 from mlengine.jobs.lifecycle import VersionState
 from mlengine.jobs.operations import OperationRunner, render_operation
 from mlengine.prediction import specs
 from mlengine.prediction.events import NoServing, ServingEvents
 from mlengine.store.filters import compile_filter
+from mlengine.store.iam import PolicyStore
 from mlengine.store.serving import ModelRow, ServingRepository, VersionRow
 from mlengine.store.serving import etag as etag_of
 
 Counts = Callable[[str, str, str], "Mapping[str, int] | None"]
 READY, DELETING, FAILED = VersionState.READY.value, VersionState.DELETING.value, VersionState.FAILED.value
+MODEL_OWNER = "roles/ml.modelOwner"
 VERSION_TYPE = "type.googleapis.com/google.cloud.ml.v1.Version"
 MODEL_TYPE = "type.googleapis.com/google.cloud.ml.v1.Model"
 VERSION_MASKS = ("description", "labels", "autoScaling", "autoScaling.minNodes", "autoScaling.maxNodes",
@@ -58,12 +61,14 @@ def _check_etag(body: Mapping[str, Any], row_id: int, version: int, what: str) -
 
 class ModelService:
     def __init__(self, settings: Settings, repo: ServingRepository, operations: OperationRunner,
-                 events: ServingEvents | None = None, counts: Counts | None = None) -> None:
+                 events: ServingEvents | None = None, counts: Counts | None = None,
+                 policies: PolicyStore | None = None) -> None:
         self.settings = settings
         self.repo = repo
         self.operations = operations
         self.events: ServingEvents = events or NoServing()
         self.counts = counts
+        self.policies = policies
 
     # Rendering -------------------------------------------------------------------------------
     def _version_json(self, model: ModelRow, row: VersionRow) -> dict[str, Any]:
@@ -86,10 +91,14 @@ class ModelService:
         return render_operation(row)
 
     # Models ----------------------------------------------------------------------------------
-    def create_model(self, project: str, body: Any) -> dict[str, Any]:
+    def create_model(self, project: str, body: Any, creator: str | None = None) -> dict[str, Any]:
+        """Create a model; ``creator`` (an IAM member) gets roles/ml.modelOwner on it."""
         fields = specs.validate_model(body)
         row = self.repo.create_model(project, fields["name"], description=fields["description"],
                                      labels=fields["labels"], spec=fields["spec"])
+        if self.policies is not None:
+            owners = iam.with_member((), MODEL_OWNER, creator) if creator else ()
+            self.policies.set(iam.model_resource(project, row.name), owners)
         self.events.model_changed(project, row.name)
         return self._model_json(row)
 
@@ -134,6 +143,8 @@ class ModelService:
                                           f"version(s) ({names}); delete them before the model")
 
         self.repo.delete_model(row.id, check)
+        if self.policies is not None:  # a new model of the same name starts with no bindings
+            self.policies.delete(iam.model_resource(project, name))
         self.events.model_changed(project, name)
         return self._operation(project, "DELETE_MODEL", name, None, {}, True)
 

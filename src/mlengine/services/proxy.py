@@ -7,8 +7,8 @@ Contract
   for a browser's first visit, ``GET <prefix>...?access_token=TOKEN``, answered with a
   ``303`` to the same URL without ``access_token`` that sets ``mle_token`` (HttpOnly,
   SameSite=Strict, ``Path=<prefix>``, Secure over https), so every later request of that tab
-  (websockets included) carries it. The token needs ``mlengine.services.use`` (editor or
-  admin). Unauthenticated: 401 in the Google error shape, before anything is looked up.
+  (websockets included) carries it. The token needs ``mlengine.services.use`` on the project
+  (IAM: roles/ml.developer or above). Unauthenticated: 401 in the Google error shape, before anything is looked up.
   Being SameSite=Strict, the cookie is not sent on a navigation that starts on another site:
   paste the ``access_token`` link in the address bar (or reload once).
 - Readiness: a RUNNING service is forwarded to at once. A STARTING one, or one the manager
@@ -68,17 +68,17 @@ _SET_BY_US = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-
 
 Scope = dict[str, Any]
 Headers = list[tuple[bytes, bytes]]
-#: ``(role, permission) -> allowed``: the API layer's role check, handed in by the API.
-RoleCheck = Callable[[str, str], bool]
+#: ``(app, token, project, permission) -> None`` (allowed) or the error to answer (401/403): the
+#: API layer's token lookup and IAM check, handed in by the API.
+Check = Callable[[Any, str, str, str], "MLEngineError | None"]
 
 
 class ProxyEndpoint:
     """The ASGI app of the proxy routes (HTTP and websocket). Tokens are looked up in the
-    app's token cache (``app.state.tokens``) and judged by ``role_allows``; the manager is
-    ``app.state.services``."""
+    API's ``check`` (token cache and IAM); the manager is ``app.state.services``."""
 
-    def __init__(self, role_allows: RoleCheck) -> None:
-        self.role_allows = role_allows
+    def __init__(self, check: Check) -> None:
+        self.check = check
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
@@ -140,20 +140,14 @@ def _credential(scope: Scope) -> tuple[str, str] | None:
     return None
 
 
-def _authorize(endpoint: ProxyEndpoint, scope: Scope, credential: tuple[str, str] | None) -> MLEngineError | None:
+def _authorize(endpoint: ProxyEndpoint, scope: Scope, credential: tuple[str, str] | None,
+               project: str) -> MLEngineError | None:
     if credential is None:
         return MLEngineError(
             Code.UNAUTHENTICATED,
             "Request is missing a valid bearer token (header 'Authorization: Bearer TOKEN'; in a browser, "
             f"open the service's URL once with ?{TOKEN_QUERY}=TOKEN; get one with `mle auth print-access-token`).")
-    identity = scope["app"].state.tokens.lookup(credential[0])
-    if identity is None:
-        return MLEngineError(Code.UNAUTHENTICATED, "The bearer token is not valid (unknown or revoked).")
-    name, role = identity
-    if not endpoint.role_allows(role, PERMISSION):
-        return MLEngineError(Code.PERMISSION_DENIED,
-                             f"Permission '{PERMISSION}' denied: token '{name}' has role '{role}'.")
-    return None
+    return endpoint.check(scope["app"], credential[0], project, PERMISSION)
 
 
 # Readiness -------------------------------------------------------------------------------------
@@ -207,7 +201,7 @@ async def _handle_http(endpoint: ProxyEndpoint, scope: Scope, receive: Any, send
     params = scope.get("path_params", {})
     project, name = str(params.get("project", "")), str(params.get("name", ""))
     credential = _credential(scope)
-    denied = _authorize(endpoint, scope, credential)
+    denied = _authorize(endpoint, scope, credential, project)
     if denied is not None:
         await _send_error(send, denied)
         return
@@ -412,7 +406,7 @@ async def _handle_websocket(endpoint: ProxyEndpoint, scope: Scope, receive: Any,
     params = scope.get("path_params", {})
     project, name = str(params.get("project", "")), str(params.get("name", ""))
     credential = _credential(scope)
-    denied = _authorize(endpoint, scope, credential)
+    denied = _authorize(endpoint, scope, credential, project)
     if denied is not None:
         await _deny(scope, send, denied)
         return

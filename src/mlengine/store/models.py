@@ -68,12 +68,46 @@ class ReplicaRow(Base):
 
 
 class TokenRow(Base):
-    """An API token. Only its SHA-256 is stored; the token itself is shown once."""
+    """An API token. Only its SHA-256 is stored; the token itself is shown once.
+
+    ``principal`` is the IAM member it speaks for (``user:NAME``, ``serviceAccount:EMAIL``),
+    ``groups`` the groups it belongs to (``group:NAME`` members); what it may do is what the
+    IAM policies grant them (:mod:`mlengine.core.iam`). ``job_pk`` marks the token the server
+    made for a job's replicas, deleted when the job ends.
+    """
 
     __tablename__ = "tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    role: Mapped[str] = mapped_column(String(16))
+    principal: Mapped[str] = mapped_column(String(320))
+    groups: Mapped[list[Any]] = mapped_column(JSON, default=list, nullable=True)
+    job_pk: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PolicyRow(Base):
+    """The IAM policy of one resource (``server``, ``projects/p``, ``projects/p/jobs/j``,
+    ``projects/p/models/m``): its bindings as JSON and a revision the etag is made from."""
+
+    __tablename__ = "iam_policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource: Mapped[str] = mapped_column(String(512), unique=True)
+    bindings: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    update_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ServiceAccountRow(Base):
+    """A service account of a project: ``<account_id>@<project>.iam.mlengine``."""
+
+    __tablename__ = "service_accounts"
+    __table_args__ = (UniqueConstraint("project", "account_id", name="uq_service_accounts_project_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project: Mapped[str] = mapped_column(String(128), index=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(256), default="")
     create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

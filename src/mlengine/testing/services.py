@@ -95,9 +95,11 @@ def service_harness(kind_class: type[ServiceKind],
 
     from mlengine.api.app import create_app
     from mlengine.config import load_settings
+    from mlengine.core.iam import SERVER
     from mlengine.services.manager import ServiceManager
     from mlengine.services.registry import ServiceRegistry
     from mlengine.store.database import open_database
+    from mlengine.store.iam import PolicyStore
     from mlengine.store.services import ServiceRepository
     from mlengine.store.tokens import TokenRepository
 
@@ -107,10 +109,13 @@ def service_harness(kind_class: type[ServiceKind],
     context = ServiceContext(resolved, db)
     kind = kind_class(context)
     tokens = TokenRepository(db)
-    _row, token = tokens.create("admin", "admin")
+    admin, token = tokens.create("admin")
+    policies = PolicyStore(db)
+    policies.add_member(SERVER, "roles/ml.admin", admin.principal)
     manager = ServiceManager(resolved, ServiceRepository(db), ServiceRegistry([kind]))
     manager.start()
-    app = create_app(settings=resolved, job_service=None, token_repo=tokens, services_manager=manager)
+    app = create_app(settings=resolved, job_service=None, token_repo=tokens, services_manager=manager,
+                     policies=policies)
     app.state.server_hosts.add("testserver")  # TestClient's name for the app (api/hosts.py)
     try:
         with TestClient(app) as client:
