@@ -195,9 +195,12 @@ def test_auth_commands(mle: Run, server: InProcessServer) -> None:
         assert ci.server_info()["executor"] == "local"  # the printed token works
     listed = mle("auth", "list-tokens")
     rows = [line.split() for line in listed.stdout.splitlines()]
-    assert rows[0] == ["NAME", "ROLE", "CREATED"]
+    assert rows[0] == ["NAME", "PRINCIPAL", "GROUPS", "SERVER_ROLES", "CREATED"]
     ci_row = next(row for row in rows if row[0] == "ci")
-    assert ci_row[1] == "editor" and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", ci_row[2])
+    assert ci_row[1:3] == ["user:ci", "roles/ml.developer"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", ci_row[3])
+    as_json = json.loads(mle("auth", "list-tokens", "--format", "json").stdout)
+    assert next(t for t in as_json if t["name"] == "ci")["role"] == "editor"
     assert mle("auth", "revoke-token", "ci").exit_code == 0
     with server.client(token=secret, retries=0) as ci:
         try:

@@ -49,7 +49,9 @@ IMPLEMENTED = {"ml.projects.predict", "ml.projects.models.create", "ml.projects.
                "ml.projects.models.versions.delete", "ml.projects.models.versions.setDefault",
                "ml.projects.operations.get", "ml.projects.operations.list", "ml.projects.operations.cancel",
                "ml.projects.jobs.create", "ml.projects.jobs.get", "ml.projects.jobs.list", "ml.projects.jobs.patch",
-               "ml.projects.jobs.cancel"}
+               "ml.projects.jobs.cancel", "ml.projects.jobs.getIamPolicy", "ml.projects.jobs.setIamPolicy",
+               "ml.projects.jobs.testIamPermissions", "ml.projects.models.getIamPolicy",
+               "ml.projects.models.setIamPolicy", "ml.projects.models.testIamPermissions"}
 
 
 def test_every_discovery_method_answers_for_real_or_501(server: ServerProcess) -> None:
@@ -74,13 +76,12 @@ def test_every_discovery_method_answers_for_real_or_501(server: ServerProcess) -
     assert seen >= IMPLEMENTED and len(seen) > len(IMPLEMENTED)
 
 
-def test_model_iam_policy_is_501_not_a_missing_model(server: ServerProcess) -> None:
+def test_model_iam_policy_is_the_models_not_a_missing_model(server: ServerProcess) -> None:
     assert server.api("POST", MODELS, json={"name": "iam"}).status_code == 200
     response = server.api("GET", f"{MODELS}/iam:getIamPolicy")
-    assert response.status_code == 501
-    assert response.json()["error"]["message"] == (
-        "Method ml.projects.models.getIamPolicy (GET /v1/projects/{projectsId}/models/{modelsId}:getIamPolicy) "
-        "is not implemented by mlengine.")
+    assert response.status_code == 200, response.text
+    assert response.json()["bindings"] == [{"role": "roles/ml.modelOwner", "members": ["user:admin"]}]
+    assert server.api("GET", f"{MODELS}/nope:getIamPolicy").status_code == 404
     assert server.api("GET", f"{MODELS}/iam").status_code == 200
     project_predict = server.api("POST", "/v1/projects/mlengine:predict", json={"instances": [1]})
     assert project_predict.status_code == 400 and "Field: name" in project_predict.text
@@ -89,9 +90,7 @@ def test_model_iam_policy_is_501_not_a_missing_model(server: ServerProcess) -> N
     from tests.e2e.test_googleapiclient import ml_client
 
     ml = ml_client(server)
-    with pytest.raises(HttpError) as info:
-        ml.projects().models().getIamPolicy(resource="projects/mlengine/models/iam").execute()
-    assert info.value.resp.status == 501
+    assert ml.projects().models().getIamPolicy(resource="projects/mlengine/models/iam").execute()["etag"]
     with pytest.raises(HttpError) as info:
         ml.projects().explain(name="projects/mlengine/models/iam", body={}).execute()
     assert info.value.resp.status == 501

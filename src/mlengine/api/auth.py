@@ -50,7 +50,7 @@ def _iam_routes(path: str, prefix: str) -> dict[tuple[str, str], str]:
 
 #: (HTTP method, path template) → permission. Names follow AI Platform's IAM permissions.
 PERMISSIONS: dict[tuple[str, str], str] = {
-    ("GET", "/v1/server"): "mlengine.server.get",
+    ("GET", "/v1/server"): AUTHENTICATED,  # version, executor, host: what clients adapt to
     **_iam_routes("/v1/server", "mlengine.server"),
     ("POST", "/v1/tokens"): "mlengine.tokens.create",
     ("GET", "/v1/tokens"): "mlengine.tokens.list",

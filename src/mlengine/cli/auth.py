@@ -1,11 +1,12 @@
-"""``mle auth``: access tokens (bearer tokens with a role) of the mlengine server."""
+"""``mle auth``: access tokens, service accounts, and the server-wide IAM policy."""
 
 from __future__ import annotations
 
 import click
 
 from mlengine.cli import output
-from mlengine.cli.core import MleGroup, client, settings
+from mlengine.cli.core import MleGroup, client, project_of, project_option, settings
+from mlengine.cli.iam import add_iam_commands, server_resource
 from mlengine.client.connection import resolve_token
 
 ROLES = ("viewer", "editor", "admin")
@@ -13,18 +14,25 @@ ROLES = ("viewer", "editor", "admin")
 
 @click.group(cls=MleGroup)
 def auth() -> None:
-    """Manage access tokens of the mlengine server.
+    """Manage access tokens, service accounts and the server-wide IAM policy.
 
-    Every request carries a bearer token with a role: viewer (read), editor (submit and
-    manage jobs) or admin (also manage tokens). The server creates an admin token in
+    Every request carries a bearer token. A token speaks for a principal, user:NAME (by default
+    its own name) or serviceAccount:ID@PROJECT.iam.mlengine, and may belong to groups
+    (group:NAME); what it may do is what IAM policies grant them: the server-wide policy
+    (every project; `mle auth get-iam-policy`), a project's (`mle projects ...`), a job's or a
+    model's (`mle jobs|models ...-iam-policy...`). The server creates an admin token in
     MLE_HOME/admin_token when it first starts; clients use MLE_TOKEN when it is set.
 
     \b
     Examples:
       mle auth print-access-token
       mle auth create-token ci --role editor
+      mle auth create-token ann --role none --group analysts
+      mle auth create-service-account trainer
+      mle auth create-token trainer-key --service-account trainer@mlengine.iam.mlengine
       mle auth list-tokens
       mle auth revoke-token ci
+      mle auth add-iam-policy-binding --member group:analysts --role roles/ml.viewer
     """
 
 
@@ -41,28 +49,47 @@ def print_access_token() -> None:
     click.echo(resolve_token(settings()))
 
 
+def _role(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if value in (*ROLES, "none") or value.startswith("roles/"):
+        return value
+    raise click.BadParameter(f"{value!r}: use {', '.join(ROLES)}, none, or a role such as roles/ml.developer")
+
+
 @auth.command("create-token")
 @click.argument("name")
-@click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True,
-              help="What the token may do.")
+@click.option("--role", metavar="ROLE", default="viewer", show_default=True, callback=_role,
+              help="Role granted on the server-wide policy (every project): viewer (roles/ml.viewer), "
+                   "editor (roles/ml.developer), admin (roles/ml.admin), any roles/... name, or none.")
+@click.option("--user", metavar="USER", default=None, help="The user the token speaks for (default: NAME).")
+@click.option("--group", "groups", metavar="GROUP", multiple=True,
+              help="A group the token belongs to (repeat for several): bindings of group:GROUP apply to it.")
+@click.option("--service-account", metavar="EMAIL", default=None,
+              help="Make a token of this service account (ID@PROJECT.iam.mlengine) instead of a user's; "
+                   "--role defaults to none then.")
 @click.option("--format", "fmt", type=click.Choice(("text", "json", "yaml")), default="text",
               show_default=True, help="Output format.")
-def create_token(name: str, role: str, fmt: str) -> None:
-    """Create an access token NAME with a role and print it (it is shown only once).
+def create_token(name: str, role: str, user: str | None, groups: tuple[str, ...], service_account: str | None,
+                 fmt: str) -> None:
+    """Create an access token NAME and print it (it is shown only once).
 
     \b
     Examples:
       mle auth create-token alice --role editor
       export MLE_TOKEN=$(mle auth create-token ci --role editor)
+      mle auth create-token bob-laptop --user bob --group analysts --role none
+      mle auth create-token deployer --service-account deployer@mlengine.iam.mlengine
     """
-    created = client().create_token(name, role)
+    source = click.get_current_context().get_parameter_source("role")
+    if service_account and source is click.core.ParameterSource.DEFAULT:
+        role = "none"
+    created = client().create_token(name, None if role == "none" else role, user=user, groups=groups,
+                                    service_account=service_account)
     if fmt != "text":
         output.emit(created, fmt)
         return
-    output.status(
-        f"Created token [{created.get('name', name)}] with role [{created.get('role', role)}]. "
-        "Store it now: it cannot be shown again."
-    )
+    roles = ", ".join(created.get("roles") or []) or "no server-wide role"
+    output.status(f"Created token [{created.get('name', name)}] for [{created.get('principal')}] ({roles}). "
+                  "Store it now: it cannot be shown again.")
     click.echo(created["token"])
 
 
@@ -70,7 +97,7 @@ def create_token(name: str, role: str, fmt: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(output.FORMATS), default="table",
               show_default=True, help="Output format.")
 def list_tokens(fmt: str) -> None:
-    """List the access tokens (names and roles, never the secrets).
+    """List the access tokens (names, principals, server-wide roles; never the secrets).
 
     \b
     Examples:
@@ -84,16 +111,17 @@ def list_tokens(fmt: str) -> None:
     if not tokens:
         output.status("Listed 0 items.")
         return
-    click.echo(output.table(
-        [{**t, "createTime": output.short_time(t.get("createTime"))} for t in tokens],
-        [("NAME", "name"), ("ROLE", "role"), ("CREATED", "createTime")],
-    ))
+    rows = [{**t, "createTime": output.short_time(t.get("createTime")), "roles": ",".join(t.get("roles") or []),
+             "groups": ",".join(t.get("groups") or [])} for t in tokens]
+    click.echo(output.table(rows, [("NAME", "name"), ("PRINCIPAL", "principal"), ("GROUPS", "groups"),
+                                   ("SERVER_ROLES", "roles"), ("CREATED", "createTime")]))
 
 
 @auth.command("revoke-token")
 @click.argument("name")
 def revoke_token(name: str) -> None:
-    """Revoke the access token NAME; requests that present it fail from now on.
+    """Revoke the access token NAME; requests that present it fail from now on. The bindings of
+    its principal stay (other tokens of the same user keep them).
 
     \b
     Examples:
@@ -101,3 +129,58 @@ def revoke_token(name: str) -> None:
     """
     client().delete_token(name)
     output.status(f"Revoked token [{name}].")
+
+
+@auth.command("create-service-account")
+@click.argument("account_id")
+@project_option
+@click.option("--display-name", default="", help="A description of the account.")
+def create_service_account(account_id: str, project: str | None, display_name: str) -> None:
+    """Create service account ACCOUNT_ID@PROJECT.iam.mlengine, an identity jobs can run as
+    (trainingInput.serviceAccount, `mle jobs submit training --service-account`).
+
+    \b
+    Examples:
+      mle auth create-service-account trainer --display-name "nightly training"
+      mle auth create-service-account deployer --project research
+    """
+    created = client().create_service_account(project_of(project), account_id, display_name)
+    output.status(f"Created service account [{created['email']}].")
+
+
+@auth.command("list-service-accounts")
+@project_option
+@click.option("--format", "fmt", type=click.Choice(output.FORMATS), default="table", show_default=True)
+def list_service_accounts(project: str | None, fmt: str) -> None:
+    """List the service accounts of a project.
+
+    \b
+    Examples:
+      mle auth list-service-accounts --project mlengine
+    """
+    accounts = client().list_service_accounts(project_of(project))
+    if fmt != "table":
+        output.emit(accounts, fmt)
+        return
+    if not accounts:
+        output.status("Listed 0 items.")
+        return
+    click.echo(output.table(accounts, [("EMAIL", "email"), ("DISPLAY_NAME", "displayName")]))
+
+
+@auth.command("delete-service-account")
+@click.argument("account_id")
+@project_option
+def delete_service_account(account_id: str, project: str | None) -> None:
+    """Delete service account ACCOUNT_ID and revoke its tokens.
+
+    \b
+    Examples:
+      mle auth delete-service-account trainer
+    """
+    client().delete_service_account(project_of(project), account_id)
+    output.status(f"Deleted service account [{account_id}].")
+
+
+add_iam_commands(auth, "", server_resource, "", "the server (bindings there apply to every project)",
+                 "roles/ml.viewer", with_project=False)

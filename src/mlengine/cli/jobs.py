@@ -1,4 +1,4 @@
-"""``mle jobs``: list, describe, stream-logs, cancel, update (and ``submit training``)."""
+"""``mle jobs``: list, describe, stream-logs, cancel, update, IAM policies (and ``submit training``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from mlengine.cli.core import (
     project_of,
     project_option,
 )
+from mlengine.cli.iam import add_iam_commands, job_resource
 from mlengine.cli.streaming import require_success, stream_logs
 from mlengine.cli.submit import submit
 from mlengine.errors import Code, MLEngineError
@@ -36,10 +37,12 @@ def jobs() -> None:
       mle jobs describe my_job
       mle jobs stream-logs my_job
       mle jobs cancel my_job
+      mle jobs add-iam-policy-binding my_job --member user:ann --role roles/ml.jobOwner
     """
 
 
 jobs.add_command(submit)
+add_iam_commands(jobs, "JOB", job_resource, "my_job", "training job JOB", "roles/ml.jobOwner")
 
 
 @jobs.command("list")

@@ -11,6 +11,7 @@ from mlengine.cli.jobs import jobs
 from mlengine.cli.local import local
 from mlengine.cli.models import models
 from mlengine.cli.predict import local_predict, predict
+from mlengine.cli.projects import projects
 from mlengine.cli.server import server
 from mlengine.cli.versions import versions
 from mlengine.config import settings_table
@@ -50,6 +51,7 @@ cli.add_command(auth)
 cli.add_command(jobs)
 cli.add_command(local)
 cli.add_command(models)
+cli.add_command(projects)
 cli.add_command(versions)
 cli.add_command(predict)
 local.add_command(local_predict)

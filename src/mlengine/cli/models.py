@@ -1,4 +1,4 @@
-"""``mle models``: create, list, describe, delete (``gcloud ai-platform models``)."""
+"""``mle models``: create, list, describe, delete, IAM policies (``gcloud ai-platform models``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import click
 
 from mlengine.cli import output
 from mlengine.cli.core import MleGroup, client, parse_key_values, parse_list, project_of, project_option
+from mlengine.cli.iam import add_iam_commands, model_resource
 
 
 @click.group(cls=MleGroup)
@@ -20,7 +21,11 @@ def models() -> None:
       mle models list
       mle models describe taxifare
       mle models delete taxifare
+      mle models add-iam-policy-binding taxifare --member group:analysts --role roles/ml.modelUser
     """
+
+
+add_iam_commands(models, "MODEL", model_resource, "taxifare", "model MODEL", "roles/ml.modelUser")
 
 
 @models.command()

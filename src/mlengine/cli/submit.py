@@ -157,6 +157,10 @@ def build_training_input(config: dict[str, Any], flags: dict[str, Any], user_arg
               help="Name the master 'chief' in TF_CONFIG (useChiefInTfConfig).")
 @click.option("--runtime-version", default=None, help="runtimeVersion of the job.")
 @click.option("--python-version", default=None, help="pythonVersion of the job, e.g. 3.11.")
+@click.option("--service-account", default=None, metavar="EMAIL",
+              help="Service account the job runs as (ID@PROJECT.iam.mlengine; you need "
+                   "iam.serviceAccounts.actAs). Default: an account of the job's own, which may read "
+                   "only this job.")
 @click.option("--config", "config_file", default=None, metavar="FILE",
               help="YAML or JSON file with a Job body (trainingInput, labels); flags override it.")
 @click.option("--labels", default=None, metavar="KEY=VALUE,...", help="Labels of the job.")
@@ -172,7 +176,7 @@ def training(
     parameter_server_machine_type: str | None, parameter_server_count: int | None,
     master_accelerator: str | None, worker_accelerator: str | None,
     parameter_server_accelerator: str | None, use_chief_in_tf_config: bool | None,
-    runtime_version: str | None, python_version: str | None, config_file: str | None,
+    runtime_version: str | None, python_version: str | None, service_account: str | None, config_file: str | None,
     labels: str | None, stream_logs: bool, async_: bool,
 ) -> None:
     """Submit training job JOB: a Python package run as `python -m MODULE USER_ARGS`.
@@ -206,7 +210,7 @@ def training(
         "workerCount": None if worker_count is None else str(worker_count),
         "parameterServerType": parameter_server_machine_type,
         "parameterServerCount": None if parameter_server_count is None else str(parameter_server_count),
-        "runtimeVersion": runtime_version, "pythonVersion": python_version,
+        "runtimeVersion": runtime_version, "pythonVersion": python_version, "serviceAccount": service_account,
         "useChiefInTfConfig": use_chief_in_tf_config or None,
         **accelerator_configs(config.get("trainingInput") or {}, master_accelerator, worker_accelerator,
                               parameter_server_accelerator),

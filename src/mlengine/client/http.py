@@ -15,7 +15,7 @@ Contract
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -27,6 +27,7 @@ from mlengine.config import Settings, load_settings
 from mlengine.errors import Code, MLEngineError
 
 from .connection import resolve, transport_for
+from .iam import IamMixin
 from .models import ModelsMixin
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -89,7 +90,7 @@ def error_from_response(response: httpx.Response) -> MLEngineError:
     return MLEngineError(code, message, details=details)
 
 
-class Client(ModelsMixin):
+class Client(ModelsMixin, IamMixin):
     """The mlengine REST API.
 
     ``Client(url, token)`` or ``Client.from_settings()`` (``MLE_API_URL``/``MLE_TOKEN`` or the
@@ -295,9 +296,20 @@ class Client(ModelsMixin):
         return result
 
     # Tokens --------------------------------------------------------------------------------
-    def create_token(self, name: str, role: str) -> dict[str, Any]:
-        """``{"name", "role", "token"}``; the token is shown this once only."""
-        return dict(self.request("POST", "/v1/tokens", json={"name": name, "role": role}))
+    def create_token(self, name: str, role: str | None = "viewer", *, user: str | None = None,
+                     groups: Sequence[str] = (), service_account: str | None = None) -> dict[str, Any]:
+        """A token for user ``user`` (default: ``name``) or ``service_account``, in ``groups``;
+        ``role`` (admin, editor, viewer, a ``roles/...`` name, or None for no binding) is bound
+        on the server-wide policy. Returns ``{"name", "principal", "roles", "token", ...}``; the
+        token is shown this once only."""
+        body: dict[str, Any] = {"name": name, "role": role or "none"}
+        if user:
+            body["user"] = user
+        if groups:
+            body["groups"] = list(groups)
+        if service_account:
+            body["serviceAccount"] = service_account
+        return dict(self.request("POST", "/v1/tokens", json=body))
 
     def list_tokens(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/v1/tokens").get("tokens") or [])

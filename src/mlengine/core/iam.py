@@ -38,7 +38,8 @@ from mlengine.errors import invalid
 SERVER = "server"
 #: The domain of service account e-mails: ``<id>@<project>.iam.mlengine``.
 SA_DOMAIN = "iam.mlengine"
-#: Pseudo-permission every valid token has (``testIamPermissions``: anyone may ask).
+#: Pseudo-permission every valid token has (``testIamPermissions``: anyone may ask what they
+#: may do; ``GET /v1/server``).
 AUTHENTICATED = "mlengine.authenticated"
 ALL_AUTHENTICATED = "allAuthenticatedUsers"
 
@@ -54,7 +55,7 @@ _ML = {
 ML_PERMISSIONS = frozenset(f"ml.{kind}.{verb}" for kind, verbs in _ML.items() for verb in verbs)
 #: mlengine's own: the server, its tokens, services (managed processes) and the server policy.
 MLENGINE_PERMISSIONS = frozenset({
-    "mlengine.server.get", "mlengine.server.getIamPolicy", "mlengine.server.setIamPolicy",
+    "mlengine.server.getIamPolicy", "mlengine.server.setIamPolicy",
     "mlengine.tokens.create", "mlengine.tokens.list", "mlengine.tokens.delete",
     "mlengine.services.create", "mlengine.services.list", "mlengine.services.get", "mlengine.services.delete",
     "mlengine.services.start", "mlengine.services.stop", "mlengine.services.use",
@@ -74,7 +75,7 @@ def _reads(permissions: Iterable[str]) -> frozenset[str]:
     return frozenset(p for p in permissions if p.endswith(_READ_VERBS) and not p.startswith("mlengine.tokens."))
 
 
-_PROJECT_READ = {"resourcemanager.projects.get", "resourcemanager.projects.list", "mlengine.server.get"}
+_PROJECT_READ = {"resourcemanager.projects.get", "resourcemanager.projects.list"}
 _ML_READ = _reads(ML_PERMISSIONS)
 
 #: Role → permissions. AI Platform's lists, with mlengine's additions marked.

@@ -11,11 +11,12 @@ Contract
   ``roles/ml.viewer`` for its account (:func:`initial_bindings`): on its own job the account
   may read the job and its logs, nothing else, unless some policy grants it more.
 - :class:`JobCredentials` makes, at each launch, one token for the job's replicas (named
-  ``job-<pk>``, principal the job's account) and hands it to them as ``MLE_TOKEN`` with
+  ``job-<pk>-<attempt>``, principal the job's account) and hands it to them as ``MLE_TOKEN`` with
   ``MLE_API_URL`` (when the server knows the URL its replicas reach it at) and ``MLE_PROJECT``.
   The token is deleted when the job ends or is queued again for a retry
-  (:meth:`JobCredentials.revoke`, called by the scheduler wherever it releases a job), and at
-  start-up for every job that is no longer active (:meth:`JobCredentials.revoke_ended`).
+  (:meth:`JobCredentials.revoke`, called by the scheduler wherever it releases a job; it
+  deletes that attempt's token only, so a late revocation never takes the next attempt's),
+  and at start-up for every job that is no longer active (:meth:`JobCredentials.revoke_ended`).
   Its secret lives only in the replicas' environment; the store keeps its digest.
 """
 
@@ -47,6 +48,11 @@ def initial_bindings(job: JobRow, creator: str | None) -> tuple[Binding, ...]:
     return iam.with_member(bindings, RUNNER_ROLE, f"serviceAccount:{service_account_of(job)}")
 
 
+def token_name(job: JobRow) -> str:
+    attempt = (job.scheduling or {}).get("attempt") or 1
+    return f"{JOB_TOKEN_PREFIX}{job.id}-{attempt}"
+
+
 class JobCredentials:
     """Tokens of jobs' replicas (see the module contract). Thread-safe."""
 
@@ -59,14 +65,15 @@ class JobCredentials:
         """A new token for ``job``'s replicas (any earlier one revoked): their environment."""
         self.tokens.delete_for_jobs([job.id])
         member = f"serviceAccount:{service_account_of(job)}"
-        _row, secret = self.tokens.create(f"{JOB_TOKEN_PREFIX}{job.id}", member, job_pk=job.id)
+        _row, secret = self.tokens.create(token_name(job), member, job_pk=job.id)
         env = {"MLE_TOKEN": secret, "MLE_PROJECT": job.project}
         if self.api_url:
             env["MLE_API_URL"] = self.api_url
         return env
 
     def revoke(self, job: JobRow) -> None:
-        self.tokens.delete_for_jobs([job.id])
+        """Delete the token of ``job``'s current attempt (as the row says)."""
+        self.tokens.discard(token_name(job))
 
     def revoke_ended(self, active: Iterable[JobRow]) -> int:
         """Delete the tokens of every job not in ``active``; returns how many jobs had one."""

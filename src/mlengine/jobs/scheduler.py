@@ -108,6 +108,8 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mle-prepare")
+        # Tokens are revoked off the scheduler's path (a job's end is logged without waiting).
+        self._revoker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mle-revoke")
         self._preparing: set[int] = set()
         self._lock = threading.Lock()
         executor.notify = self.wake
@@ -125,6 +127,7 @@ class Scheduler:
         if self._thread:
             self._thread.join(timeout=10)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._revoker.shutdown(wait=True)  # quick; what is left is revoked at the next start
         for kind in self.kinds:
             kind.close()
 
@@ -367,9 +370,16 @@ class Scheduler:
         capacity.release(self.executor, job.job_id, (job.scheduling or {}).get("placement"))
         if self.credentials is not None:
             try:
+                self._revoker.submit(self._revoke, job)
+            except RuntimeError:  # stopping: revoked at the next start (reconcile)
+                pass
+
+    def _revoke(self, job: JobRow) -> None:
+        try:
+            if self.credentials is not None:
                 self.credentials.revoke(job)
-            except Exception:  # retried at the next start (reconcile)
-                log.exception("job %s/%s: revoking its token failed", job.project, job.job_id)
+        except Exception:  # retried at the next start (reconcile)
+            log.exception("job %s/%s: revoking its token failed", job.project, job.job_id)
 
     # Watching running jobs ----------------------------------------------------------------
     def _poll_replicas(self, job: JobRow) -> list[tuple[ReplicaRow, ReplicaStatus]]:

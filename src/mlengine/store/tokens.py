@@ -82,6 +82,15 @@ class TokenRepository:
             self._changed()
         return int(count)
 
+    def discard(self, name: str) -> bool:
+        """Delete token ``name`` if it exists; returns whether it did."""
+        with self.db.session() as s:
+            result: Any = s.execute(delete(TokenRow).where(TokenRow.name == name))
+            count = result.rowcount or 0
+        if count:
+            self._changed()
+        return bool(count)
+
     def delete_for_principal(self, principal: str) -> int:
         """Delete every token of ``principal`` (a service account that was deleted)."""
         with self.db.session() as s:
