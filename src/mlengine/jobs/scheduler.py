@@ -27,6 +27,7 @@ server process left behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -369,10 +370,8 @@ class Scheduler:
     def _release(self, job: JobRow) -> None:
         capacity.release(self.executor, job.job_id, (job.scheduling or {}).get("placement"))
         if self.credentials is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # stopping: revoked at the next start (reconcile)
                 self._revoker.submit(self._revoke, job)
-            except RuntimeError:  # stopping: revoked at the next start (reconcile)
-                pass
 
     def _revoke(self, job: JobRow) -> None:
         try:
