@@ -70,10 +70,11 @@ attempt("list MLE_HOME", lambda: os.listdir(args.home))
 attempt("list jobs", lambda: os.listdir(f"{args.home}/jobs"))
 attempt("overwrite token", overwrite)
 attempt("signal server", lambda: os.kill(args.server_pid, 0))
-leaked = sorted(k for k in os.environ
-                if k.startswith(("MLE_", "AWS_", "RAY_", "GOOGLE_")) or "SECRET" in k or "TOKEN" in k)
-print("ENV " + json.dumps({"leaked": leaked, "home": os.environ.get("HOME"), "tmp": os.environ.get("TMPDIR")}),
-      flush=True)
+OWN = ("MLE_TOKEN", "MLE_API_URL", "MLE_PROJECT")  # the job's own identity (docs/iam.md), not the server's
+leaked = sorted(k for k in os.environ if k not in OWN and (
+    k.startswith(("MLE_", "AWS_", "RAY_", "GOOGLE_")) or "SECRET" in k or "TOKEN" in k))
+print("ENV " + json.dumps({"leaked": leaked, "own": sorted(k for k in OWN if k in os.environ),
+                           "home": os.environ.get("HOME"), "tmp": os.environ.get("TMPDIR")}), flush=True)
 os.makedirs(args.job_dir, exist_ok=True)
 with open(os.path.join(args.job_dir, "done.txt"), "w") as f:
     f.write("the job dir is writable")
@@ -159,7 +160,7 @@ def test_a_hostile_trainer_reads_no_secret(server: ServerProcess, packages: dict
     for line in probes:
         assert ": denied (" in line, line
     env = json.loads(next(line for line in lines if line.startswith("ENV "))[4:])
-    assert env["leaked"] == [], env
+    assert env["leaked"] == [] and env["own"] == ["MLE_API_URL", "MLE_PROJECT", "MLE_TOKEN"], env
     replica = server.home / "jobs" / "mlengine" / "hostile" / "replicas" / "master-replica-0"
     assert env["home"] == str(replica / "home") and env["tmp"] == str(replica / "tmp")
     assert next(line for line in lines if line.startswith("TMPFILE ")).startswith(f"TMPFILE {replica / 'tmp'}/")
