@@ -199,6 +199,8 @@ class Settings(BaseSettings):
         "MLE_PREDICT_TIMEOUT", "Seconds a prediction may take in a replica before 504.", default=60.0)
     predict_max_batch: PositiveInt = _env(
         "MLE_PREDICT_MAX_BATCH", "Most instances a replica merges into one model call.", default=256)
+    predict_max_instances: PositiveInt = _env(
+        "MLE_PREDICT_MAX_INSTANCES", "Most instances one prediction request may hold (400 beyond).", default=10_000)
     predict_batch_wait_ms: NonNegativeNumber = _env(
         "MLE_PREDICT_BATCH_WAIT_MS", "Extra milliseconds a replica under load waits to fill a batch.", default=0.0)
     predict_queue_limit: PositiveInt = _env(
@@ -229,6 +231,12 @@ class Settings(BaseSettings):
         "MLE_MODEL_MAX_FILES", "Most files a version's deploymentUri may hold.", default=1000)
     model_max_bytes: PositiveInt = _env(
         "MLE_MODEL_MAX_BYTES", "Largest total size of a version's deploymentUri.", default=4 * 1024 * 1024 * 1024)
+    model_allow_pickle: bool = _env(
+        "MLE_MODEL_ALLOW_PICKLE",
+        "Serve model files that run code when loaded: model.joblib and model.pkl (scikit-learn, pickled "
+        "XGBoost) and TorchScript model.pt. false = only data formats (SavedModel, ONNX, XGBoost "
+        "model.json/model.ubj/model.bst); custom prediction routines are code either way. See "
+        "docs/serving.md, 'Model formats and trust'.", default=True)
 
     @field_validator("home")
     @classmethod

@@ -44,7 +44,7 @@ def test_predictions_match_the_model(engine: Engine, sk_model_dir: Path) -> None
     ('{"instances": [[1, 2]]}', "Instance 0 has 2 values, but the model expects 3 features."),
     ('{"instances": [[1, 2, 3], [1, 2]]}', "Instance 1 has 2 values, but the model expects 3 features."),
     ('{"instances": [[1, "x", 3]]}', "Instance 0, feature 1: expected a number, got str 'x'."),
-    ('{"instances": [[1, null, 3]]}', "Instance 0, feature 1: expected a number, got null None."),
+    ('{"instances": [[1, null, 3]]}', "Instance 0, feature 1: expected a number, got null."),
     ('{"instances": [{"a": 1}]}', "Instance 0 is an object, but this model takes rows of numbers"),
     ('{"instances": [[1, NaN, 3]]}', "Instance 0, feature 1: NaN is not accepted by this model"),
     ('{"instances": [[1, 2, Infinity]]}', "Instance 0, feature 2: Infinity is not accepted by this model"),
@@ -79,7 +79,18 @@ def test_frame_models_take_named_or_ordered_features(sk_frame_model_dir: Path) -
     status, answer = one(engine, '{"instances": [[2.0]]}')
     assert status == 400 and "expects 2 features (distance, payment)" in answer["error"]
     status, answer = one(engine, '{"instances": [{"distance": "far", "payment": "card"}]}')
-    assert status == 400 and answer["error"].startswith("Prediction failed: ValueError")
+    assert (status, answer["error"]) == (400, "Instance 0, feature 'distance': expected a number, got str 'far'.")
+    status, answer = one(engine, '{"instances": [[1.0, "cash"], ["far", "cash"]]}')
+    assert (status, answer["error"]) == (400, "Instance 1, feature 'distance': expected a number, got str 'far'.")
+    status, answer = one(engine, '{"instances": [[{"km": 1}, "cash"]]}')
+    assert (status, answer["error"]) == (400, "Instance 0, feature 'distance': expected a number or a string, "
+                                              "got object {'km': 1}.")
+    status, answer = one(engine, '{"instances": [[null, "cash"]]}')
+    assert status == 400 and answer["error"].startswith("Instance 0, feature 'distance' is null, which this model "
+                                                        "does not accept (ValueError: ")
+    # Requests predicted together: the failure is pinned on the request that caused it.
+    replies = engine.handle([b'{"instances": [[1.0, "cash"]]}', b'{"instances": [[2.0, "card"], ["x", "card"]]}'])
+    assert replies[0][0] == 200 and replies[1][0] == 400 and b"Instance 1, feature 'distance'" in replies[1][1]
 
 
 def test_a_model_that_does_not_load_says_why(tmp_path: Path) -> None:
@@ -90,3 +101,17 @@ def test_a_model_that_does_not_load_says_why(tmp_path: Path) -> None:
         load_predictor(tmp_path, "CAFFE")
     with pytest.raises(ModelLoadError, match="Could not import module 'nope_module'"):
         load_predictor(tmp_path, "SCIKIT_LEARN", LoadOptions(prediction_class="nope_module.Predictor"))
+
+
+def test_too_many_instances_is_400_stating_the_limit(sk_model_dir: Path) -> None:
+    engine = Engine(load_predictor(sk_model_dir, "SCIKIT_LEARN"), max_instances=3)
+    assert one(engine, json.dumps({"instances": [[0, 0, 0]] * 3}))[0] == 200
+    status, answer = one(engine, json.dumps({"instances": [[0, 0, 0]] * 4}))
+    assert (status, answer["error"]) == (400, '"instances" holds 4 instances; a request may hold at most 3 '
+                                              "(MLE_PREDICT_MAX_INSTANCES): split it into several requests.")
+    # The limit is per request: requests merged into one batch are each within it.
+    replies = engine.handle([json.dumps({"instances": [[0, 0, 0]] * 3}).encode()] * 3)
+    assert [status for status, _ in replies] == [200, 200, 200]
+    default = Engine(load_predictor(sk_model_dir, "SCIKIT_LEARN"))
+    assert one(default, json.dumps({"instances": [[0, 0, 0]] * 10_001}))[0] == 400
+    assert one(default, json.dumps({"instances": [[0, 0, 0]] * 10_000}))[0] == 200

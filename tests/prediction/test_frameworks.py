@@ -50,7 +50,14 @@ def test_tensorflow_positional_inputs_and_signature_name(tf_engine: Engine) -> N
     ({"instances": [{"x": [1, 2, 3], "tag": "a"}]}, "Instance 0 is missing input 'blob'"),
     ({"instances": [{"x": [1, 2, 3], "tag": "a", "blob": "b", "more": 1}]}, "Instance 0 has unknown input 'more'"),
     ({"instances": [{"x": [1, 2], "tag": "a", "blob": "b"}]}, "Input 'x': each instance must have shape [3], got [2]."),
-    ({"instances": [{"x": [1, "u", 3], "tag": "a", "blob": "b"}]}, "Input 'x': expected float32 values"),
+    ({"instances": [{"x": [1, "u", 3], "tag": "a", "blob": "b"}]},
+     "Instance 0, input 'x', position [1]: expected a float32 number, got str 'u'."),
+    ({"instances": [{"x": [1, 2, 3], "tag": "a", "blob": "b"}, {"x": [1, 2, {"v": 3}], "tag": "a", "blob": "b"}]},
+     "Instance 1, input 'x', position [2]: expected a float32 number, got object {'v': 3}."),
+    ({"instances": [["x", "tag", "blob"]], "signature_name": "double"},
+     "Instance 0, input 'value', position [0]: expected a float32 number, got str 'x'."),
+    ({"instances": ["one", 2], "signature_name": "double"},
+     "Instance 0, input 'value': expected a float32 number, got str 'one'."),
     ({"instances": [{"x": [1, 2, 3], "tag": 5, "blob": "b"}]}, "Input 'tag', instance 0: expected a string, got int"),
     ({"instances": [{"x": [1, 2, 3], "tag": "a", "blob": {"b64": "!!"}}]}, "the b64 value is not valid base64"),
 ])
@@ -118,7 +125,12 @@ def test_torchscript(tmp_path: Path) -> None:
     status, answer = ask(engine, {"instances": [[1, 2], [3, 4]]})
     assert status == 200 and answer["predictions"] == [6.0, 14.0]
     status, answer = ask(engine, {"instances": [[1, 2], [3]]})
-    assert status == 400 and "The instances are not a regular array of numbers" in answer["error"]
+    assert (status, answer["error"]) == (400, "Instance 1 has shape [1], but instance 0 has shape [2]: every "
+                                              "instance must have the same shape.")
+    status, answer = ask(engine, {"instances": [[1, 2], [3, "four"]]})
+    assert (status, answer["error"]) == (400, "Instance 1, position [1]: expected a number, got str 'four'.")
+    status, answer = ask(engine, {"instances": [[[1], [2, 3]]]})
+    assert (status, answer["error"]) == (400, "Instance 0 is a ragged array: its lists have different lengths.")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model.pt").write_bytes(b"not torchscript")
     from mlengine.prediction.frameworks._base import ModelLoadError
@@ -155,3 +167,70 @@ def test_custom_routine_gets_raw_instances_and_kwargs(tmp_path: Path, monkeypatc
     status, answer = ask(engine, {"instances": [3]})
     assert status == 400
     assert answer["error"] == "Prediction failed: AttributeError: 'int' object has no attribute 'upper'"
+
+
+def test_xgboost_json_and_ubj_and_strings_in_features(tmp_path: Path) -> None:
+    xgboost = pytest.importorskip("xgboost")
+    import numpy as np
+
+    from mlengine.prediction.deploy import inspect_source, resolve_framework
+    from mlengine.prediction.launcher import zygote_kind
+
+    rng = np.random.default_rng(2)
+    x, y = rng.random((40, 3)), rng.random(40)
+    booster = xgboost.XGBRegressor(n_estimators=4, max_depth=2).fit(x, y).get_booster()
+    expected = booster.inplace_predict(x[:2]).tolist()
+    for name in ("model.json", "model.ubj"):
+        directory = tmp_path / name.replace(".", "_")
+        directory.mkdir()
+        booster.save_model(str(directory / name))
+        source = inspect_source(str(directory), 10, 10**8)
+        assert resolve_framework(source, None, None) == "XGBOOST"
+        assert zygote_kind("XGBOOST", None, source.top_level) == "xgboost"
+        engine = Engine(load_predictor(directory, "XGBOOST", LoadOptions(allow_pickle=False)))
+        status, answer = ask(engine, {"instances": x[:2].tolist()})
+        assert status == 200 and answer["predictions"] == pytest.approx(expected, rel=1e-6)
+        status, answer = ask(engine, {"instances": [[0.1, 0.2, 0.3], [0.1, "high", 0.3]]})
+        assert (status, answer["error"]) == (400, "Instance 1, feature 1: expected a number, got str 'high'.")
+    assert zygote_kind("XGBOOST", None, {"model.joblib"}) == "sklearn"
+
+
+def test_onnx_strings_in_numeric_inputs_name_the_instance_and_input(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["sum"])], "add",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [None]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, [None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    (tmp_path / "model.onnx").write_bytes(model.SerializeToString())
+    engine = Engine(load_predictor(tmp_path, "ONNX"))
+    status, answer = ask(engine, {"instances": [{"a": 1, "b": 2}, {"a": 3, "b": 4}]})
+    assert status == 200 and answer["predictions"] == [3.0, 7.0]
+    status, answer = ask(engine, {"instances": [{"a": 1, "b": 2}, {"a": "three", "b": 4}]})
+    assert (status, answer["error"]) == (400, "Instance 1, input 'a': expected a number, got str 'three'.")
+    status, answer = ask(engine, {"instances": [{"a": 1, "b": [2]}]})
+    assert (status, answer["error"]) == (400, "Input 'b': each instance must have shape [], got [1].")
+    assert onnx is not None
+
+
+def test_onnx_matrix_input_with_a_string(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    skl2onnx = pytest.importorskip("skl2onnx")
+    import numpy as np
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LinearRegression
+
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    onnx_model = skl2onnx.convert_sklearn(LinearRegression().fit(x, x.sum(axis=1)),
+                                          initial_types=[("input", FloatTensorType([None, 3]))])
+    (tmp_path / "model.onnx").write_bytes(onnx_model.SerializeToString())
+    engine = Engine(load_predictor(tmp_path, "ONNX"))
+    status, answer = ask(engine, {"instances": [[1, 2, 3], [1, None, 3]]})
+    assert (status, answer["error"]) == (400, "Instance 1, feature 1: expected a number, got null.")
+    status, answer = ask(engine, {"instances": [{"input": [1, "2", 3]}]})
+    assert (status, answer["error"]) == (400, "Instance 0, feature 1: expected a number, got str '2'.")

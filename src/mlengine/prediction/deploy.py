@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlengine.errors import Code, MLEngineError, invalid, not_found
-from mlengine.prediction.frameworks._base import CUSTOM, MODEL_FILES, detect_framework, expected_files
+from mlengine.prediction.frameworks._base import (
+    CUSTOM,
+    MODEL_FILES,
+    detect_framework,
+    expected_files,
+    pickle_file,
+    pickle_refused,
+)
 from mlengine.storage import uris
 from mlengine.storage.paths import is_within, safe_join
 
@@ -145,6 +152,17 @@ def resolve_framework(source: Source, framework: str | None, prediction_class: s
         raise invalid("deploymentUri", f"{source.uri} holds no model file ({known}) at its top level; it holds: "
                       f"{listing}. Set framework, or a predictionClass for a custom prediction routine")
     return detected
+
+
+def refuse_pickle(uri: str, names: set[str], framework: str | None, prediction_class: str | None) -> None:
+    """INVALID_ARGUMENT naming ``deploymentUri`` and the file when the model in ``uri`` (top-level
+    file ``names``) would be loaded from a Python pickle; for servers with
+    ``MLE_MODEL_ALLOW_PICKLE=false``. Custom prediction routines are code either way."""
+    if prediction_class:
+        return
+    name = pickle_file(names, framework or detect_framework(names) or "")
+    if name:
+        raise invalid("deploymentUri", f"{uri}: {pickle_refused(name)}")
 
 
 def stage(source: Source, dest: Path) -> None:

@@ -4,7 +4,8 @@
 ``(status, response body)`` per request:
 
 1. parse each body (JSON only) and check its shape: an object with a non-empty ``instances``
-   list; the other fields are the request's ``kwargs``;
+   list of at most ``max_instances`` (``MLE_PREDICT_MAX_INSTANCES``); the other fields are the
+   request's ``kwargs``;
 2. ``predictor.prepare`` each request (per-request validation: one bad request never spoils the
    others);
 3. merge consecutive requests with the same key into micro-batches of at most ``max_batch``
@@ -39,8 +40,13 @@ log = logging.getLogger("mlengine.replica")
 Reply = tuple[int, bytes]
 
 
-def parse_request(body: bytes) -> tuple[list[Any], dict[str, Any]]:
-    """``(instances, kwargs)`` of a request body; :class:`PredictionError` when malformed."""
+#: Most instances one request may hold unless configured (``MLE_PREDICT_MAX_INSTANCES``).
+MAX_INSTANCES = 10_000
+
+
+def parse_request(body: bytes, max_instances: int = MAX_INSTANCES) -> tuple[list[Any], dict[str, Any]]:
+    """``(instances, kwargs)`` of a request body; :class:`PredictionError` when malformed or
+    holding more than ``max_instances`` instances."""
     if not body.strip():
         raise PredictionError('The request body is empty; expected JSON like {"instances": [...]}.')
     try:
@@ -59,6 +65,9 @@ def parse_request(body: bytes) -> tuple[list[Any], dict[str, Any]]:
         raise PredictionError(f'"instances" must be a list, not a {_json_type(instances)}.')
     if not instances:
         raise PredictionError('"instances" is empty; send at least one instance.')
+    if len(instances) > max_instances:
+        raise PredictionError(f'"instances" holds {len(instances)} instances; a request may hold at most '
+                              f"{max_instances} (MLE_PREDICT_MAX_INSTANCES): split it into several requests.")
     return instances, request
 
 
@@ -79,10 +88,12 @@ def _unexpected(err: BaseException) -> PredictionError:
 class Engine:
     """Runs a :class:`Predictor` on batches of raw requests. Not thread-safe (one caller)."""
 
-    def __init__(self, predictor: Predictor, max_batch: int = 256, observers: ObserverHub | None = None) -> None:
+    def __init__(self, predictor: Predictor, max_batch: int = 256, observers: ObserverHub | None = None, *,
+                 max_instances: int = MAX_INSTANCES) -> None:
         self.predictor = predictor
         self.max_batch = max(1, max_batch)
         self.observers = observers
+        self.max_instances = max(1, max_instances)
 
     def handle(self, bodies: Sequence[bytes]) -> list[Reply]:
         if self.observers is not None:
@@ -91,7 +102,7 @@ class Engine:
         ready: list[tuple[int, Prepared]] = []
         for i, body in enumerate(bodies):
             try:
-                instances, kwargs = parse_request(body)
+                instances, kwargs = parse_request(body, self.max_instances)
                 ready.append((i, self.predictor.prepare(instances, kwargs)))
             except Exception as err:  # a predictor's prepare may raise anything
                 replies[i] = self._error(err)
@@ -112,7 +123,7 @@ class Engine:
         outputs: dict[int, list[Any]] = {}
         for i, body in enumerate(bodies):
             try:
-                instances, kwargs = parse_request(body)
+                instances, kwargs = parse_request(body, self.max_instances)
                 parsed[i] = (instances, dict(kwargs))
                 ready.append((i, self.predictor.prepare(instances, kwargs)))
             except Exception as err:  # a predictor's prepare may raise anything

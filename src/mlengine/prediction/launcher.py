@@ -33,7 +33,15 @@ from typing import Any
 
 from mlengine.config import Settings
 from mlengine.core.processes import proc_start_ticks
-from mlengine.prediction.frameworks._base import CUSTOM, ONNX, PYTORCH, SCIKIT_LEARN, TENSORFLOW, XGBOOST
+from mlengine.prediction.frameworks._base import (
+    CUSTOM,
+    ONNX,
+    PYTORCH,
+    SCIKIT_LEARN,
+    TENSORFLOW,
+    XGBOOST,
+    XGBOOST_NATIVE_FILES,
+)
 from mlengine.prediction.replica import ReplicaConfig
 
 log = logging.getLogger("mlengine.serving")
@@ -48,7 +56,7 @@ def zygote_kind(framework: str, prediction_class: str | None, model_files: set[s
     """Which zygote serves a version: its framework's, or ``base`` for custom routines."""
     if prediction_class:
         return ZYGOTE_KINDS.get(framework, "base") if framework in (SCIKIT_LEARN, XGBOOST, TENSORFLOW) else "base"
-    if framework == XGBOOST and "model.bst" not in model_files:
+    if framework == XGBOOST and not model_files.intersection(XGBOOST_NATIVE_FILES):
         return "sklearn"  # a pickled scikit-learn wrapper
     return ZYGOTE_KINDS.get(framework, "base")
 

@@ -51,6 +51,7 @@ from mlengine.prediction.pool import Result, Scaling, VersionPool, error_result
 from mlengine.prediction.replica import ReplicaConfig
 from mlengine.prediction.service import VERSION_TYPE
 from mlengine.prediction.traffic import DEFAULT_POLICY, TrafficPolicy, policy_for
+from mlengine.storage.policy import uri_policy
 from mlengine.store.operations import OperationRow
 from mlengine.store.serving import ModelRow, ServingRepository, VersionRow
 
@@ -294,6 +295,7 @@ class ServingManager(ServingEvents):
             pythonpath=list(internal.get("pythonpath") or []), max_batch=self.settings.predict_max_batch,
             batch_wait_ms=self.settings.predict_batch_wait_ms,
             accept_timeout=self.settings.serving_start_timeout_seconds, cpus=cpus,
+            allow_pickle=self.settings.model_allow_pickle, max_instances=self.settings.predict_max_instances,
         )
         return ReplicaTemplate(
             key=f"{model.project}/{model.name}/{row.name}#{row.id}", label=label, config=config,
@@ -314,7 +316,9 @@ class ServingManager(ServingEvents):
     async def _stage(self, model: ModelRow, row: VersionRow, op: OperationRow | None) -> dict[str, Any]:
         payload = staging.stage_payload(self.version_root(model, row), row.spec,
                                         max_files=self.settings.model_max_files,
-                                        max_bytes=self.settings.model_max_bytes, envs_dir=self.settings.envs_dir)
+                                        max_bytes=self.settings.model_max_bytes, envs_dir=self.settings.envs_dir,
+                                        uri_policy=uri_policy(self.settings),
+                                        allow_pickle=self.settings.model_allow_pickle)
         if op is None:  # a version without its operation (created by an older server): stage here
             return await asyncio.to_thread(staging.stage_version, payload)
         result: dict[str, Any] = await self.operations.run_worker(op, staging.STAGE_FUNCTION, payload, step="stage")

@@ -53,6 +53,10 @@ class ReplicaConfig:
     observers: list[str] = field(default_factory=list)
     #: CPUs the replica should use (the version's machineType): caps numerical thread pools.
     cpus: float | None = None
+    #: False: refuse to unpickle the model (MLE_MODEL_ALLOW_PICKLE).
+    allow_pickle: bool = True
+    #: Most instances one request may hold (MLE_PREDICT_MAX_INSTANCES).
+    max_instances: int = 10_000
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplicaConfig:
@@ -84,7 +88,8 @@ def load(config: ReplicaConfig) -> tuple[Predictor | None, bytes, int]:
     for entry in reversed(config.pythonpath):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    options = LoadOptions(prediction_class=config.prediction_class, framework_hint=config.framework_hint)
+    options = LoadOptions(prediction_class=config.prediction_class, framework_hint=config.framework_hint,
+                          allow_pickle=config.allow_pickle)
     try:
         predictor = load_predictor(Path(config.model_dir), config.framework, options)
     except ModelLoadError as err:
@@ -131,7 +136,8 @@ class ReplicaServer:
                  greeting_kind: int, greeting: bytes) -> None:
         self.loop = loop
         self.hub = ObserverHub(load_observers(config.observers)) if config.observers else None
-        self.engine = Engine(predictor, config.max_batch, self.hub) if predictor is not None else None
+        self.engine = (Engine(predictor, config.max_batch, self.hub, max_instances=config.max_instances)
+                       if predictor is not None else None)
         self.greeting_kind = greeting_kind
         self.greeting = greeting
         self.wait = max(0.0, config.batch_wait_ms) / 1000.0

@@ -153,7 +153,7 @@ class ModelService:
         from mlengine.prediction import deploy
         from mlengine.storage import uris
 
-        spec = specs.validate_version(body)
+        spec = specs.validate_version(body, self.settings)
         model = self.repo.get_model(project, model_name)
         internal: dict[str, Any] = {}
         if uris.is_local(spec["deploymentUri"]):  # refuse a bad directory right away

@@ -12,15 +12,18 @@ installed frameworks and its one region serve every version); ``machineType`` na
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Mapping
 from typing import Any
 
+from mlengine.config import Settings
 from mlengine.core.names import short_name, validate_labels
 from mlengine.core.timeutil import rfc3339
 from mlengine.errors import Code, MLEngineError, invalid
 from mlengine.prediction.frameworks._base import FRAMEWORKS
+from mlengine.storage.policy import UriPolicy, uri_policy
 from mlengine.store.serving import ModelRow, VersionRow, etag
 
 PREDICTION_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -135,8 +138,35 @@ def validate_scaling(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validate_version(body: Any) -> dict[str, Any]:
-    """The stored ``spec`` of a new version (the user's fields, normalized)."""
+def check_deployment_uri(uri: str, policy: UriPolicy | None) -> None:
+    """``deploymentUri`` names a directory this server may read for the user (see
+    :mod:`mlengine.storage.policy`: nothing inside ``MLE_HOME``, no private network address).
+    http(s) is refused: HTTP cannot list a directory (and a listing would follow redirects)."""
+    from mlengine.storage import uris
+    from mlengine.storage.policy import is_http
+
+    uris.check_usable(uri, "deploymentUri")
+    if policy is not None:
+        policy.check(uri, "deploymentUri")
+    if is_http(uri):
+        raise invalid("deploymentUri", f"{uri}: an http(s) URI cannot name a model directory (HTTP has no "
+                      "directory listing); copy the model to a local directory or an object store (gs://, s3://)")
+
+
+def check_package_uri(uri: str, field: str, policy: UriPolicy | None) -> None:
+    """One of ``packageUris``: usable and allowed by the server's URI policy."""
+    from mlengine.storage import uris
+
+    uris.check_usable(uri, field)
+    if policy is not None:
+        policy.check(uri, field)
+
+
+def validate_version(body: Any, settings: Settings | None = None) -> dict[str, Any]:
+    """The stored ``spec`` of a new version (the user's fields, normalized). With ``settings``,
+    ``deploymentUri`` and ``packageUris`` are checked against the server's URI policy and, when
+    ``MLE_MODEL_ALLOW_PICKLE`` is off, a local ``deploymentUri`` whose model would be unpickled is
+    refused (naming the file)."""
     if not isinstance(body, Mapping):
         raise invalid("version", "the request body must be a JSON object (a Version)")
     _check_fields(body, VERSION_INPUT, VERSION_OUTPUT, "Version", UNIMPLEMENTED_VERSION_FIELDS)
@@ -146,7 +176,8 @@ def validate_version(body: Any) -> dict[str, Any]:
         raise invalid("deploymentUri", "is required: the directory (or URI) holding the exported model")
     from mlengine.storage import uris
 
-    uris.check_usable(uri, "deploymentUri")
+    policy = uri_policy(settings) if settings is not None else None
+    check_deployment_uri(uri, policy)
     spec["deploymentUri"] = uri
     framework = _string(body, "framework")
     if framework and framework != "FRAMEWORK_UNSPECIFIED":
@@ -180,14 +211,28 @@ def validate_version(body: Any) -> dict[str, Any]:
         if not isinstance(packages, list) or not all(isinstance(p, str) and p for p in packages):
             raise invalid("packageUris", "must be a list of package URIs")
         for i, package in enumerate(packages):
-            uris.check_usable(package, f"packageUris[{i}]")
+            check_package_uri(package, f"packageUris[{i}]", policy)
             if uris.is_local(package) and not uris.local_path(package).is_file():
                 raise invalid(f"packageUris[{i}]", f"{package} does not exist or is not a file readable by the server")
         spec["packageUris"] = list(packages)
     if prediction_class and not packages:
         raise invalid("packageUris", "a predictionClass needs the packages that hold it (packageUris)")
     spec["labels"] = validate_labels(body.get("labels"))
+    if settings is not None and not settings.model_allow_pickle and uris.is_local(uri):
+        _refuse_local_pickle(uri, spec)
     return spec
+
+
+def _refuse_local_pickle(uri: str, spec: Mapping[str, Any]) -> None:
+    """A local ``deploymentUri`` is looked at now (remote ones when they are staged)."""
+    from mlengine.prediction import deploy
+    from mlengine.storage import uris
+
+    try:
+        names = set(os.listdir(uris.local_path(uri)))
+    except OSError:
+        return  # missing or not a directory: the caller's inspection says so
+    deploy.refuse_pickle(uri, names, spec.get("framework"), spec.get("predictionClass"))
 
 
 # Rendering ----------------------------------------------------------------------------------

@@ -14,20 +14,24 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mlengine.prediction import deploy
+from mlengine.prediction import deploy, specs
 from mlengine.prediction.launcher import zygote_kind
+from mlengine.storage.policy import UriPolicy, fetch_file
 
 #: What the serving manager asks the worker to run.
 STAGE_FUNCTION = "mlengine.prediction.staging:stage_version"
 
 
 def stage_payload(root: Path, spec: dict[str, Any], *, max_files: int, max_bytes: int,
-                  envs_dir: Path) -> dict[str, Any]:
-    """The JSON payload of :func:`stage_version` for a version's ``spec``."""
+                  envs_dir: Path, uri_policy: UriPolicy | None = None, allow_pickle: bool = True) -> dict[str, Any]:
+    """The JSON payload of :func:`stage_version` for a version's ``spec``; ``uri_policy`` is
+    the server's (the URIs are checked against it again when they are read), ``allow_pickle``
+    its ``MLE_MODEL_ALLOW_PICKLE``."""
     return {
         "root": str(root), "deploymentUri": spec["deploymentUri"], "framework": spec.get("framework"),
         "predictionClass": spec.get("predictionClass"), "packageUris": list(spec.get("packageUris") or []),
         "maxFiles": max_files, "maxBytes": max_bytes, "envsDir": str(envs_dir),
+        "uriPolicy": uri_policy.to_json() if uri_policy is not None else None, "allowPickle": allow_pickle,
     }
 
 
@@ -36,8 +40,13 @@ def stage_version(payload: dict[str, Any]) -> dict[str, Any]:
     record: ``root``, ``modelDir``, ``framework``, ``pythonpath``, ``zygoteKind``."""
     root = Path(payload["root"])
     root.mkdir(parents=True, exist_ok=True)
+    policy = UriPolicy.from_json(payload["uriPolicy"]) if payload.get("uriPolicy") else None
+    # Checked again: a symbolic link or a DNS answer may have changed since the version was created.
+    specs.check_deployment_uri(payload["deploymentUri"], policy)
     source = deploy.inspect_source(payload["deploymentUri"], int(payload["maxFiles"]), int(payload["maxBytes"]))
     framework = deploy.resolve_framework(source, payload.get("framework"), payload.get("predictionClass"))
+    if not payload.get("allowPickle", True):
+        deploy.refuse_pickle(source.uri, source.top_level, framework, payload.get("predictionClass"))
     model_dir = root / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     deploy.stage(source, model_dir)
@@ -47,7 +56,11 @@ def stage_version(payload: dict[str, Any]) -> dict[str, Any]:
         from mlengine.storage import uris
 
         packages_dir = root / "packages"
-        paths = [uris.fetch(uri, packages_dir) for uri in payload["packageUris"]]
+        paths = []
+        for i, uri in enumerate(payload["packageUris"]):
+            specs.check_package_uri(uri, f"packageUris[{i}]", policy)
+            paths.append(uris.fetch(uri, packages_dir) if policy is None
+                         else fetch_file(uri, packages_dir, policy, f"packageUris[{i}]"))
         pythonpath = list(EnvironmentCache(Path(payload["envsDir"])).prepare(paths).pythonpath)
     return {"root": str(root), "modelDir": str(model_dir), "framework": framework, "pythonpath": pythonpath,
             "zygoteKind": zygote_kind(framework, payload.get("predictionClass"), source.top_level)}

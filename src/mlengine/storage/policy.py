@@ -26,8 +26,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from mlengine.config import Settings
@@ -57,6 +59,19 @@ class UriPolicy:
     local_roots: tuple[Path, ...] = ()
     allow_private_networks: bool = False
     resolve: bool = field(default=True, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The policy as JSON data, for a worker process that fetches on the server's behalf."""
+        return {"schemes": sorted(self.schemes), "privateDirs": [str(p) for p in self.private_dirs],
+                "exceptions": [str(p) for p in self.exceptions], "localRoots": [str(p) for p in self.local_roots],
+                "allowPrivateNetworks": self.allow_private_networks}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UriPolicy:
+        return cls(schemes=frozenset(data["schemes"]), private_dirs=tuple(Path(p) for p in data["privateDirs"]),
+                   exceptions=tuple(Path(p) for p in data["exceptions"]),
+                   local_roots=tuple(Path(p) for p in data["localRoots"]),
+                   allow_private_networks=bool(data["allowPrivateNetworks"]))
 
     # Local paths ----------------------------------------------------------------------------
     def _check_local(self, path: Path, uri: str, field_name: str) -> None:
@@ -143,6 +158,30 @@ def uri_policy(settings: Settings) -> UriPolicy:
         local_roots=tuple(Path(os.path.realpath(Path(r).expanduser())) for r in settings.storage_roots),
         allow_private_networks=settings.uri_allow_private_networks,
     )
+
+
+def is_http(uri: str) -> bool:
+    """Whether fetching ``uri`` means an HTTP request (``https://...``, ``simplecache::http://...``)."""
+    from mlengine.storage import uris
+
+    return (uris.scheme(uris.chain(uri)[-1]) or "") in ("http", "https")
+
+
+def fetch_file(uri: str, dest_dir: Path, policy: UriPolicy, field_name: str) -> Path:
+    """Copy the file at ``uri`` into ``dest_dir`` after checking it against ``policy`` again (a
+    symbolic link or a DNS answer may have changed since the request was accepted); http(s)
+    goes through :func:`fetch_http` (every redirect checked, cache wrappers dropped), anything
+    else through :func:`mlengine.storage.uris.fetch`."""
+    from mlengine.storage import uris
+
+    policy.check(uri, field_name)
+    if not is_http(uri):
+        return uris.fetch(uri, dest_dir)
+    url = uris.chain(uri)[-1]
+    name = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+    name = name if name not in ("", ".", "..") else "download"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    return fetch_http(url, dest_dir / name, policy, field_name)
 
 
 def fetch_http(url: str, dest: Path, policy: UriPolicy, field_name: str, timeout: float = 60.0) -> Path:

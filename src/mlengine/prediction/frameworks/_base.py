@@ -50,8 +50,13 @@ MODEL_FILES: tuple[tuple[str, str], ...] = (
     ("model.pt", PYTORCH),
     ("model.joblib", SCIKIT_LEARN),  # or XGBOOST: told apart when the pickle is loaded
     ("model.pkl", SCIKIT_LEARN),
+    ("model.ubj", XGBOOST),  # after the pickles: a scikit-learn directory may hold a model.json
+    ("model.json", XGBOOST),
 )
+#: Python pickles: loading one runs whatever code it names (MLE_MODEL_ALLOW_PICKLE).
 PICKLE_FILES = ("model.joblib", "model.pkl")
+#: XGBoost's own formats (data, not code), in the order the XGBoost predictor looks for them.
+XGBOOST_NATIVE_FILES = ("model.bst", "model.ubj", "model.json")
 
 
 class PredictionError(Exception):
@@ -82,6 +87,8 @@ class Prepared:
 class LoadOptions:
     prediction_class: str | None = None
     framework_hint: str | None = None
+    #: False: refuse Python pickles (``MLE_MODEL_ALLOW_PICKLE``).
+    allow_pickle: bool = True
 
 
 class Predictor(ABC):
@@ -118,6 +125,25 @@ def detect_framework(names: set[str]) -> str | None:
 
 def expected_files(framework: str) -> list[str]:
     return [name for name, fw in MODEL_FILES if fw == framework or (framework == XGBOOST and name in PICKLE_FILES)]
+
+
+def pickle_file(names: set[str], framework: str) -> str | None:
+    """The Python pickle a model directory with top-level file ``names`` is loaded from by
+    ``framework``, or None when it is loaded from another format. Custom prediction routines
+    (CUSTOM) load what they like: they are code anyway."""
+    if framework == XGBOOST and names.intersection(XGBOOST_NATIVE_FILES):
+        return None
+    if framework in (SCIKIT_LEARN, XGBOOST):
+        return next((name for name in PICKLE_FILES if name in names), None)
+    return None
+
+
+def pickle_refused(file_name: str) -> str:
+    """Why ``file_name`` is not loaded when ``MLE_MODEL_ALLOW_PICKLE`` is off."""
+    return (f"{file_name} is a Python pickle, which runs code when it is loaded, and this server accepts no "
+            "pickles (MLE_MODEL_ALLOW_PICKLE=false). Export the model in a data format instead: ONNX "
+            "(model.onnx), a TensorFlow SavedModel, or XGBoost's own format (Booster.save_model to model.json "
+            "or model.ubj)")
 
 
 def load_predictor(model_dir: Path, framework: str, options: LoadOptions | None = None) -> Predictor:

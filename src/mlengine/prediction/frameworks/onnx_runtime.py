@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mlengine.prediction.frameworks._arrays import numeric_matrix, split_rows
+from mlengine.prediction.frameworks._arrays import explain_values, numeric_matrix, split_rows
 from mlengine.prediction.frameworks._base import ONNX, LoadOptions, ModelLoadError, PredictionError, Predictor, Prepared
 
 _DTYPES = {
@@ -29,6 +29,8 @@ class OnnxPredictor(Predictor):
         self.session = session
         self.inputs = [(i.name, _DTYPES.get(i.type), i.shape) for i in session.get_inputs()]
         self.outputs = [o.name for o in session.get_outputs()]
+        #: Whether messages name the input (models with several; one input is the instance itself).
+        self.named = len(self.inputs) > 1
 
     @classmethod
     def load(cls, model_dir: Path, options: LoadOptions) -> OnnxPredictor:
@@ -44,12 +46,19 @@ class OnnxPredictor(Predictor):
         if dtype is None:
             raise PredictionError(f"Input {name!r} has a type this server cannot feed from JSON.")
         width = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
-        if len(shape) <= 2:
-            return numeric_matrix(values, width, dtype=dtype) if len(shape) == 2 else np.asarray(values, dtype=dtype)
+        if len(shape) == 2:
+            return numeric_matrix(values, width, dtype=dtype, what=f"input {name!r}" if self.named else "")
         try:
-            return np.asarray(values, dtype=dtype)
-        except (TypeError, ValueError) as err:
-            raise PredictionError(f"Input {name!r}: {err}") from None
+            array = np.asarray(values, dtype=dtype)
+        except (TypeError, ValueError, OverflowError):
+            raise explain_values(values, f"input {name!r}" if self.named else "", "number") from None
+        wanted = [d if isinstance(d, int) else None for d in shape[1:]]
+        if array.ndim != len(shape) or any(w is not None and w != g
+                                           for w, g in zip(wanted, array.shape[1:], strict=True)):
+            shown = [d if d is not None else "any" for d in wanted]
+            raise PredictionError(f"Input {name!r}: each instance must have shape {shown}, got "
+                                  f"{list(array.shape[1:])}.")
+        return array
 
     def prepare(self, instances: list[Any], kwargs: Mapping[str, Any]) -> Prepared:
         if len(self.inputs) == 1:

@@ -10,13 +10,14 @@ request before any batching.
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlengine.prediction.frameworks._arrays import numeric_matrix, rows_from_objects, split_rows
+from mlengine.prediction.frameworks._arrays import json_kind, numeric_matrix, rows_from_objects, split_rows
 from mlengine.prediction.frameworks._base import (
     PICKLE_FILES,
     SCIKIT_LEARN,
@@ -26,15 +27,19 @@ from mlengine.prediction.frameworks._base import (
     PredictionError,
     Predictor,
     Prepared,
+    pickle_refused,
 )
 
 
-def load_pickle(model_dir: Path) -> tuple[Any, str]:
-    """The object in ``model.joblib`` (joblib) or ``model.pkl`` (pickle), and its file name."""
+def load_pickle(model_dir: Path, allow: bool = True) -> tuple[Any, str]:
+    """The object in ``model.joblib`` (joblib) or ``model.pkl`` (pickle), and its file name;
+    ``allow`` False (``MLE_MODEL_ALLOW_PICKLE``) refuses to unpickle."""
     for name in PICKLE_FILES:
         path = model_dir / name
         if not path.is_file():
             continue
+        if not allow:
+            raise ModelLoadError(pickle_refused(name) + ".")
         try:
             if name.endswith(".joblib"):
                 import joblib
@@ -56,6 +61,41 @@ def _allows_nan(model: Any) -> bool:
         return True
 
 
+_NOT_A_FLOAT = re.compile(r"could not convert string to float: (.+)$", re.MULTILINE)
+
+
+def explain_frame_error(rows: list[list[Any]], names: Sequence[str], err: Exception) -> PredictionError | None:
+    """Which instance and feature made a model fitted on a DataFrame fail (the slow path, run
+    only once it has failed): a string where it wanted a number (the value the error names), a
+    JSON object or list, or a null it cannot take. None when no value explains the error."""
+    text = str(err).strip()
+    detail = f" ({type(err).__name__}: {text.splitlines()[0].rstrip('.') if text else ''})"
+
+    def first(match: Any) -> tuple[int, str, Any] | None:
+        for i, row in enumerate(rows):
+            for j, value in enumerate(row):
+                if match(value):
+                    return i, names[j] if j < len(names) else str(j), value
+        return None
+
+    wanted = _NOT_A_FLOAT.search(text)
+    if wanted:
+        found = first(lambda v: isinstance(v, str) and repr(v) == wanted.group(1).strip())
+        if found:
+            return PredictionError(f"Instance {found[0]}, feature {found[1]!r}: expected a number, got "
+                                   f"{json_kind(found[2])}.")
+    found = first(lambda v: isinstance(v, (dict, list)))
+    if found:
+        return PredictionError(f"Instance {found[0]}, feature {found[1]!r}: expected a number or a string, got "
+                               f"{json_kind(found[2])}.")
+    if "nan" in text.lower():
+        found = first(lambda v: v is None)
+        if found:
+            return PredictionError(f"Instance {found[0]}, feature {found[1]!r} is null, which this model does not "
+                                   f"accept{detail}.")
+    return None
+
+
 class SklearnPredictor(Predictor):
     framework = SCIKIT_LEARN
 
@@ -73,7 +113,7 @@ class SklearnPredictor(Predictor):
 
     @classmethod
     def load(cls, model_dir: Path, options: LoadOptions) -> SklearnPredictor:
-        model, name = load_pickle(model_dir)
+        model, name = load_pickle(model_dir, options.allow_pickle)
         if not callable(getattr(model, "predict", None)):
             raise ModelLoadError(f"{name} holds a {type(model).__name__}, which has no predict method.")
         return cls(model, name)
@@ -109,10 +149,13 @@ class SklearnPredictor(Predictor):
         counts = [p.count for p in batch]
         if batch[0].key == "frame":
             rows = batch[0].data if len(batch) == 1 else [r for p in batch for r in p.data]
-            features = self._frame(rows)
+            try:
+                outputs = np.asarray(self._predict(self._frame(rows)))
+            except (ValueError, TypeError) as err:
+                raise explain_frame_error(rows, self.names or [], err) or err from None
         else:
             features = batch[0].data if len(batch) == 1 else np.concatenate([p.data for p in batch])
-        outputs = np.asarray(self._predict(features))
+            outputs = np.asarray(self._predict(features))
         if outputs.ndim == 0 or len(outputs) != sum(counts):
             raise PredictionError(
                 f"The model returned {outputs.size} predictions for {sum(counts)} instances.", status=500

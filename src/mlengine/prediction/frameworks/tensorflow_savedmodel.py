@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mlengine.prediction.frameworks._arrays import split_rows
+from mlengine.prediction.frameworks._arrays import explain_values, split_rows
 from mlengine.prediction.frameworks._base import (
     TENSORFLOW,
     LoadOptions,
@@ -116,8 +116,8 @@ class SavedModelPredictor(Predictor):
         else:
             try:
                 array = np.asarray(values, dtype=spec.dtype.as_numpy_dtype)
-            except (TypeError, ValueError) as err:
-                raise PredictionError(f"{where}: expected {spec.dtype.name} values: {err}.") from None
+            except (TypeError, ValueError, OverflowError):
+                raise explain_values(values, f"input {name!r}", f"{spec.dtype.name} number") from None
         expected = spec.shape[1:] if spec.shape.rank is not None else None
         if expected is not None and not expected.is_compatible_with(array.shape[1:]):
             raise PredictionError(

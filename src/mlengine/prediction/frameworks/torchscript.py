@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mlengine.prediction.frameworks._arrays import split_rows
+from mlengine.prediction.frameworks._arrays import explain_values, split_rows
 from mlengine.prediction.frameworks._base import (
     PYTORCH,
     LoadOptions,
@@ -48,8 +48,8 @@ class TorchScriptPredictor(Predictor):
     def prepare(self, instances: list[Any], kwargs: Mapping[str, Any]) -> Prepared:
         try:
             array = np.asarray(instances, dtype=np.float32)
-        except (TypeError, ValueError) as err:
-            raise PredictionError(f"The instances are not a regular array of numbers: {err}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise explain_values(instances) from None
         return Prepared(len(array), array, key=array.shape[1:])
 
     def predict(self, batch: Sequence[Prepared]) -> list[Any]:

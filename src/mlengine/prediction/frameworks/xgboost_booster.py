@@ -1,5 +1,6 @@
-"""XGBoost: a native ``model.bst`` Booster, or a pickled scikit-learn wrapper (``model.joblib``
-/ ``model.pkl``, served by the scikit-learn predictor and reported as XGBOOST).
+"""XGBoost: a Booster in XGBoost's own format (``model.bst``, ``model.ubj`` or ``model.json``,
+written by ``save_model``), or a pickled scikit-learn wrapper (``model.joblib`` / ``model.pkl``,
+served by the scikit-learn predictor and reported as XGBOOST).
 
 Instances are rows of numbers. XGBoost takes NaN as "missing" (null is refused: send NaN),
 but not infinities.
@@ -16,6 +17,7 @@ import numpy as np
 from mlengine.prediction.frameworks._arrays import numeric_matrix, rows_from_objects, split_rows
 from mlengine.prediction.frameworks._base import (
     XGBOOST,
+    XGBOOST_NATIVE_FILES,
     LoadOptions,
     ModelLoadError,
     PredictionError,
@@ -35,8 +37,8 @@ class BoosterPredictor(Predictor):
 
     @classmethod
     def load(cls, model_dir: Path, options: LoadOptions) -> Predictor:
-        path = model_dir / "model.bst"
-        if not path.is_file():
+        path = next((model_dir / name for name in XGBOOST_NATIVE_FILES if (model_dir / name).is_file()), None)
+        if path is None:
             from mlengine.prediction.frameworks.scikit_learn import SklearnPredictor
 
             return SklearnPredictor.load(model_dir, options)  # a pickled XGBRegressor/XGBClassifier
@@ -44,9 +46,9 @@ class BoosterPredictor(Predictor):
 
         try:
             booster = xgboost.Booster()
-            booster.load_model(str(path))
+            booster.load_model(str(path))  # the format follows the suffix (.json, .ubj; else binary)
         except Exception as err:
-            raise ModelLoadError(f"Could not load model.bst: {type(err).__name__}: {err}") from None
+            raise ModelLoadError(f"Could not load {path.name}: {type(err).__name__}: {err}") from None
         return cls(booster)
 
     def prepare(self, instances: list[Any], kwargs: Mapping[str, Any]) -> Prepared:
