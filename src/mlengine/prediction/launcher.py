@@ -9,6 +9,10 @@ Contract
   zygote of its framework kind, started on first use and kept for the server's lifetime. A
   zygote that refuses (the version's packages would shadow a module it imported) or cannot
   start means a fresh interpreter.
+- Replicas are confined like trainers (:mod:`mlengine.prediction.sandboxing`): each gets a
+  sandbox policy and a private directory (``MLE_HOME/serving/replicas/<socket name>``, its
+  ``HOME`` and ``TMPDIR``); zygotes and spawned replicas get the allow-listed environment, never
+  the server's; both answer this process only.
 - Everything here runs on the control plane's event loop; zygote requests are serialized per
   zygote. Zygotes exit when the server closes their connection (or dies); replicas exit when
   their router connection closes, so nothing outlives the server for long.
@@ -33,6 +37,7 @@ from typing import Any
 
 from mlengine.config import Settings
 from mlengine.core.processes import proc_start_ticks
+from mlengine.prediction import sandboxing
 from mlengine.prediction.frameworks._base import (
     CUSTOM,
     ONNX,
@@ -69,6 +74,8 @@ class ReplicaProcess:
     start_ticks: int | None
     popen: subprocess.Popen[bytes] | None = None
     origin: str = "zygote"
+    #: The replica's private directory (its HOME and TMPDIR), removed once it has ended.
+    private_dir: str | None = None
 
     def alive(self) -> bool:
         if self.popen is not None:
@@ -145,6 +152,9 @@ class Launcher:
         os.chmod(self.sock_dir, 0o700)
         self.log_dir = base / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        #: Private directories (HOME, TMPDIR) of replicas and zygotes.
+        self.private_dir = base / sandboxing.PRIVATE_DIR
+        self.private_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._zygotes: dict[str, _Zygote] = {}
         self._zygote_locks: dict[str, asyncio.Lock] = {}
         self._counter = itertools.count(1)
@@ -162,10 +172,16 @@ class Launcher:
             socket_path = str(self.sock_dir / f"zygote-{kind}.sock")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(socket_path)
+            private = self.private_dir / f"zygote-{kind}"
+            for directory in sandboxing.private_dirs(private):
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             with open(self.log_dir / f"zygote-{kind}.log", "ab") as out:
+                # The replicas' environment, not the server's: forked replicas inherit it.
                 popen = subprocess.Popen(
-                    [sys.executable, "-m", "mlengine.prediction.zygote", "--kind", kind, "--socket", socket_path],
+                    [sys.executable, "-m", "mlengine.prediction.zygote", "--kind", kind, "--socket", socket_path,
+                     "--peer", str(os.getpid())],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True,
+                    env=sandboxing.environment(self.settings, private), cwd=sandboxing.private_dirs(private)[0],
                 )
             zygote = _Zygote(kind, popen, socket_path)
             deadline = time.monotonic() + self.settings.serving_start_timeout_seconds
@@ -191,11 +207,17 @@ class Launcher:
         """Start one replica of ``config`` (see the module contract)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         socket_path = self.new_socket_path()
+        private = self.private_dir / Path(socket_path).stem
+        policy = sandboxing.replica_policy(self.settings, config.model_dir, config.pythonpath, private)
+        policy.make_private_dirs()
         if self.use_zygotes:
             zygote = await self._zygote(kind)
             if zygote is not None:
-                request = asyncio.ensure_future(zygote.request({"config": config.to_json(), "socket": socket_path,
-                                                                "log": str(log_path)}))
+                home, tmp = sandboxing.private_dirs(private)
+                request = asyncio.ensure_future(zygote.request({
+                    "config": config.to_json(), "socket": socket_path, "log": str(log_path),
+                    "sandbox": policy.to_json(), "env": {"HOME": str(home), "TMPDIR": str(tmp)}, "peer": os.getpid(),
+                }))
                 try:
                     answer = await asyncio.shield(request)
                 except asyncio.CancelledError:
@@ -209,25 +231,27 @@ class Launcher:
                 if "pid" in answer:
                     pid = int(answer["pid"])
                     ticks = proc_start_ticks(pid)
-                    return ReplicaProcess(pid, socket_path, str(log_path), ticks[0] if ticks else None)
+                    return ReplicaProcess(pid, socket_path, str(log_path), ticks[0] if ticks else None,
+                                          private_dir=str(private))
                 log.info("zygote %s declined (%s); starting a fresh interpreter", kind, answer)
-        return self._spawn(config, socket_path, log_path, config_path)
+        return self._spawn(config, socket_path, log_path, config_path, private, policy.to_json())
 
-    def _spawn(self, config: ReplicaConfig, socket_path: str, log_path: Path, config_path: Path) -> ReplicaProcess:
+    def _spawn(self, config: ReplicaConfig, socket_path: str, log_path: Path, config_path: Path, private: Path,
+               policy: str) -> ReplicaProcess:
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(json.dumps(config.to_json()))
-        env = dict(os.environ)
-        if config.pythonpath:
-            env["PYTHONPATH"] = os.pathsep.join([*config.pythonpath, *filter(None, [env.get("PYTHONPATH")])])
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        extra = {"PYTHONPATH": os.pathsep.join(config.pythonpath)} if config.pythonpath else {}
+        env = sandboxing.environment(self.settings, private, extra)
         with open(log_path, "ab") as out:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "mlengine.prediction.replica", "--config", str(config_path),
-                 "--socket", socket_path],
+                 "--socket", socket_path, "--sandbox", policy, "--peer", str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True, close_fds=True,
+                cwd=sandboxing.private_dirs(private)[0],
             )
         ticks = proc_start_ticks(popen.pid)
-        return ReplicaProcess(popen.pid, socket_path, str(log_path), ticks[0] if ticks else None, popen, "spawn")
+        return ReplicaProcess(popen.pid, socket_path, str(log_path), ticks[0] if ticks else None, popen, "spawn",
+                              str(private))
 
     def close(self) -> None:
         for zygote in self._zygotes.values():

@@ -67,3 +67,24 @@ class FrameReader:
         if offset:
             del buffer[:offset]
         return frames
+
+
+def peer_pid(sock: object) -> int | None:
+    """The pid of the process at the other end of the unix socket ``sock`` (a socket, or a
+    transport's ``get_extra_info("socket")``), from ``SO_PEERCRED``; None when unknown. Zygotes
+    and replicas answer only the control plane's process: a confined replica can still connect
+    to the named sockets of others on kernels before Landlock ABI 9."""
+    import socket
+
+    getsockopt = getattr(sock, "getsockopt", None)
+    if getsockopt is None:
+        return None
+    try:
+        pid, _uid, _gid = PEER_CREDENTIALS.unpack(getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                             PEER_CREDENTIALS.size))
+    except (OSError, struct.error, AttributeError):
+        return None
+    return int(pid)
+
+
+PEER_CREDENTIALS = struct.Struct("3i")

@@ -3,9 +3,12 @@
 Started by a zygote (forked from a process that already imported the framework) or as
 ``python -m mlengine.prediction.replica --config FILE --socket PATH``. It
 
-1. listens on the unix socket PATH (so the router can connect while the model loads);
+1. listens on the unix socket PATH (so the router can connect while the model loads), then
+   enters its sandbox (:func:`confine`; :mod:`mlengine.prediction.sandboxing` says what it may
+   touch): from here on it cannot read the server's home, database or environment;
 2. loads the model with the version's predictor (user code runs here, never in the server);
-3. greets every connection with ``READY`` or ``FAILED`` (the loader's message);
+3. greets every connection with ``READY`` or ``FAILED`` (the loader's message); connections
+   from any process but the control plane's (``--peer``) are closed at once;
 4. serves ``PREDICT`` frames with adaptive micro-batching: frames that arrive while the model
    is busy are merged into the next call (up to ``maxBatch`` instances), so a lone request is
    predicted at once and a crowd shares model calls. ``batchWaitMs`` > 0 additionally holds a
@@ -101,19 +104,49 @@ def load(config: ReplicaConfig) -> tuple[Predictor | None, bytes, int]:
     return predictor, json.dumps(info).encode(), protocol.READY
 
 
+def confine(policy_json: str, env: dict[str, str] | None = None) -> None:
+    """Enter the sandbox ``policy_json`` (a :class:`~mlengine.core.sandbox.SandboxPolicy` as
+    JSON, computed by :mod:`mlengine.prediction.sandboxing`) for good. Called after the socket
+    is listening and before the model is loaded or any thread starts (Landlock confines the
+    calling thread and what it starts). ``env`` (the replica's ``HOME``, ``TMPDIR``) replaces
+    those of the process first; the working directory becomes the private ``HOME``. Raises when
+    the sandbox cannot be entered: the replica must then exit without loading anything."""
+    import tempfile
+
+    from mlengine.core.sandbox import SandboxPolicy
+
+    policy = SandboxPolicy.from_json(policy_json)
+    confinement = policy.confinement()  # creates the private directories
+    if env:
+        os.environ.update(env)
+        tempfile.tempdir = None  # computed again from TMPDIR
+    home = os.environ.get("HOME")
+    if home and home in policy.private:
+        os.chdir(home)
+    confinement.enter()
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, server: ReplicaServer) -> None:
         self.server = server
         self.reader = protocol.FrameReader()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport
+        peer = self.server.peer
+        if peer is not None and protocol.peer_pid(transport.get_extra_info("socket")) != peer:
+            self.refused = True  # only the control plane talks to a replica
+            self.transport.close()
+            return
         self.server.connected(self)
         self.transport.write(protocol.frame(self.server.greeting_kind, 0, self.server.greeting))
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
         try:
             frames = self.reader.feed(data)
         except protocol.ProtocolError:
@@ -128,13 +161,16 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.disconnected(self)
+        if not self.refused:
+            self.server.disconnected(self)
 
 
 class ReplicaServer:
     def __init__(self, loop: asyncio.AbstractEventLoop, config: ReplicaConfig, predictor: Predictor | None,
-                 greeting_kind: int, greeting: bytes) -> None:
+                 greeting_kind: int, greeting: bytes, peer: int | None = None) -> None:
         self.loop = loop
+        #: The only process whose connections are answered (the control plane); None: any.
+        self.peer = peer
         self.hub = ObserverHub(load_observers(config.observers)) if config.observers else None
         self.engine = (Engine(predictor, config.max_batch, self.hub, max_instances=config.max_instances)
                        if predictor is not None else None)
@@ -211,8 +247,10 @@ def listen(socket_path: str) -> socket.socket:
     return listener
 
 
-def serve(config: ReplicaConfig, listener: socket.socket, on_loaded: Callable[[], None] | None = None) -> int:
-    """Load the model and serve until stopped; returns the process exit code."""
+def serve(config: ReplicaConfig, listener: socket.socket, on_loaded: Callable[[], None] | None = None,
+          peer: int | None = None) -> int:
+    """Load the model and serve until stopped; returns the process exit code. ``peer``: the
+    pid of the only process whose connections are answered (the control plane)."""
     predictor, greeting, kind = load(config)
     if kind == protocol.FAILED:
         print(f"Model failed to load: {greeting.decode(errors='replace')}", file=sys.stderr, flush=True)
@@ -220,7 +258,7 @@ def serve(config: ReplicaConfig, listener: socket.socket, on_loaded: Callable[[]
     gc.freeze()  # the model's objects are long-lived: keep the collector off them
     loop = _new_loop()
     asyncio.set_event_loop(loop)
-    server = ReplicaServer(loop, config, predictor, kind, greeting)
+    server = ReplicaServer(loop, config, predictor, kind, greeting, peer)
     loop.run_until_complete(loop.create_unix_server(lambda: _Connection(server), sock=listener))
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
     loop.add_signal_handler(signal.SIGINT, loop.stop)
@@ -240,10 +278,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlengine-replica")
     parser.add_argument("--config", required=True, help="JSON file with the replica's configuration")
     parser.add_argument("--socket", required=True, help="unix socket to listen on")
+    parser.add_argument("--sandbox", help="the sandbox policy (JSON) entered before the model is loaded")
+    parser.add_argument("--peer", type=int, help="pid of the only process whose connections are answered")
     args = parser.parse_args(argv)
     config = ReplicaConfig.from_json(json.loads(Path(args.config).read_text()))
     listener = listen(args.socket)
-    return serve(config, listener)
+    if args.sandbox:
+        try:
+            confine(args.sandbox)
+        except Exception as err:
+            print(f"The replica cannot enter its sandbox, so it does not load the model: {err}", file=sys.stderr,
+                  flush=True)
+            return 126
+    return serve(config, listener, peer=args.peer)
 
 
 if __name__ == "__main__":

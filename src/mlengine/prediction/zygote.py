@@ -4,11 +4,17 @@
 framework (scikit-learn, TensorFlow...) and mlengine's replica code, then listens on PATH.
 The control plane sends one JSON line per replica::
 
-    {"config": {...ReplicaConfig...}, "socket": "/.../r1.sock", "log": "/.../replica-1.log"}
+    {"config": {...ReplicaConfig...}, "socket": "/.../r1.sock", "log": "/.../replica-1.log",
+     "sandbox": "{...SandboxPolicy...}", "env": {"HOME": ..., "TMPDIR": ...}, "peer": 1234}
 
 and the zygote answers ``{"pid": N}`` after forking (or ``{"error": "..."}``). The child starts
-a new session, sends its output to the log file, opens its socket and only then loads the
-model: the zygote itself never loads or runs user code. Starting a replica this way costs a
+a new session, sends its output to the log file, opens its socket, enters its sandbox
+(:func:`mlengine.prediction.replica.confine`) and only then loads the model: the zygote itself
+never loads or runs user code. The control plane starts zygotes with the replicas' allow-listed
+environment (:mod:`mlengine.prediction.sandboxing`), so a child inherits nothing of the
+server's; zygote and replicas answer only the process ``--peer`` (the control plane), checked
+with ``SO_PEERCRED``: a confined replica can still connect to a named socket on kernels before
+Landlock ABI 9, and must not be able to ask for an unconfined replica. Starting a replica this way costs a
 fork and the model load (tens of milliseconds for scikit-learn) instead of a fresh
 interpreter importing the framework (seconds).
 
@@ -35,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlengine.prediction.protocol import peer_pid
+
 #: What each kind of zygote imports up front (missing optional modules are skipped).
 PRELOAD: dict[str, tuple[str, ...]] = {
     "base": ("numpy",),
@@ -51,7 +59,8 @@ PRELOAD: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 #: A zygote nobody connected to within this long exits.
 ABANDONED_SECONDS = 600.0
-COMMON = ("mlengine.prediction.replica", "mlengine.prediction.engine", "mlengine.prediction.jsonio")
+COMMON = ("mlengine.prediction.replica", "mlengine.prediction.engine", "mlengine.prediction.jsonio",
+          "mlengine.core.sandbox", "landlockpy")
 
 
 def preload(kind: str) -> list[str]:
@@ -112,10 +121,19 @@ def _child(request: dict[str, Any], listener: socket.socket, conns: list[socket.
             import numpy
 
             numpy.random.seed()
-        from mlengine.prediction.replica import ReplicaConfig, listen, serve
+        from mlengine.prediction.replica import ReplicaConfig, confine, listen, serve
 
         config = ReplicaConfig.from_json(request["config"])
-        code = serve(config, listen(request["socket"]))
+        listener = listen(request["socket"])
+        if request.get("sandbox"):
+            try:
+                confine(request["sandbox"], request.get("env"))
+            except Exception as err:
+                print(f"The replica cannot enter its sandbox, so it does not load the model: {err}",
+                      file=sys.stderr, flush=True)
+                code = 126
+                return
+        code = serve(config, listener, peer=request.get("peer"))
     except BaseException:
         import traceback
 
@@ -137,7 +155,7 @@ def _reap() -> None:
             return
 
 
-def run(kind: str, socket_path: str) -> int:
+def run(kind: str, socket_path: str, peer: int | None = None) -> int:
     preload(kind)
     path = Path(socket_path)
     if path.exists() or path.is_symlink():
@@ -158,6 +176,9 @@ def run(kind: str, socket_path: str) -> int:
             assert isinstance(sock, socket.socket)
             if sock is listener:
                 conn, _ = listener.accept()
+                if peer is not None and peer_pid(conn) != peer:
+                    conn.close()  # only the control plane may ask for replicas (a replica can connect here)
+                    continue
                 conns.append(conn)
                 buffers[conn] = b""
                 selector.register(conn, selectors.EVENT_READ)
@@ -195,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlengine-zygote")
     parser.add_argument("--kind", required=True, choices=sorted(PRELOAD))
     parser.add_argument("--socket", required=True)
+    parser.add_argument("--peer", type=int, help="pid of the only process whose connections are answered")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    return run(args.kind, args.socket)
+    return run(args.kind, args.socket, args.peer)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Replicas are forked from per-framework zygotes (or started as fresh interpreters
 :mod:`mlengine.prediction.launcher`) and speak the frame protocol of
 :mod:`mlengine.prediction.protocol` over a unix socket. A replica exits when its router
 connection closes, so nothing outlives the control plane for long: :meth:`LocalBackend.reconcile`
-only removes socket files a previous server left behind.
+only removes the socket files and private directories a previous server left behind. Replicas
+are confined (:mod:`mlengine.prediction.sandboxing`) and answer the control plane's process only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -31,6 +33,8 @@ from mlengine.prediction.backends._base import (
 from mlengine.prediction.launcher import Launcher, ReplicaProcess
 
 RETRY = [(b"retry-after", b"1")]
+#: Seconds after a replica's end before its private directory is removed (it is killed by then).
+PRIVATE_DIR_GRACE = 5.0
 PING_EVERY = 5.0
 PONG_TIMEOUT = 30.0
 
@@ -157,11 +161,27 @@ class LocalBackend(ReplicaBackend):
             replica = await self._connect(template, owner, process)
         except BaseException:
             process.signal(signal.SIGKILL)
+            self._forget(process)
             raise
-        if not replica.closed:
+        if replica.closed:
+            self._forget(process)
+        else:
             self._live.add(replica)
-            replica.on_close = self._live.discard
+            replica.on_close = self._closed
         return replica
+
+    def _closed(self, replica: LocalReplica) -> None:
+        self._live.discard(replica)
+        self._forget(replica.process)
+
+    def _forget(self, process: ReplicaProcess) -> None:
+        """Remove the private directory (HOME, TMPDIR) of a replica that ended or is being
+        killed, once it is surely gone (what a crash leaves behind, ``reconcile`` removes)."""
+        path = process.private_dir
+        if path is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.call_later(PRIVATE_DIR_GRACE, lambda: loop.run_in_executor(None, shutil.rmtree, path, True))
 
     async def _connect(self, template: ReplicaTemplate, owner: ReplicaOwner,
                        process: ReplicaProcess) -> LocalReplica:
@@ -192,7 +212,8 @@ class LocalBackend(ReplicaBackend):
         return replica
 
     async def reconcile(self, templates: Iterable[ReplicaTemplate]) -> None:
-        """Local replicas die with their control plane: remove the sockets it left behind."""
+        """Local replicas die with their control plane: remove the sockets and private
+        directories it left behind."""
         prefix = f"r{os.getpid()}-"
         sock_dir = self.launcher.sock_dir
         with contextlib.suppress(OSError):
@@ -200,6 +221,12 @@ class LocalBackend(ReplicaBackend):
                 if entry.name.startswith("r") and entry.name.endswith(".sock") and not entry.name.startswith(prefix):
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
+        leftovers = []
+        with contextlib.suppress(OSError):
+            leftovers = [entry.path for entry in os.scandir(self.launcher.private_dir)
+                         if entry.name.startswith("r") and not entry.name.startswith(prefix)]
+        for path in leftovers:
+            await asyncio.to_thread(shutil.rmtree, path, True)
 
     async def close(self) -> None:
         for replica in list(self._live):
