@@ -232,3 +232,15 @@ def test_a_job_has_a_token_while_it_runs(client: Client, project: str, trainer_p
     with pytest.raises(MLEngineError) as info:  # users cannot take the names of jobs' tokens
         client.create_token("job-1-1", "viewer")
     assert info.value.code is Code.INVALID_ARGUMENT
+
+
+def test_operations_are_authorized_on_their_target(users: Tokens, project: str) -> None:
+    ann, bob = users.client("ann"), users.client("bob")
+    ann.create_model(project, {"name": "m"})
+    operation = ann.patch_model(project, "m", {"description": "mine"}, "description")
+    assert bob.get_operation(operation["name"])["done"] is True  # developers read the project's operations
+    denied(lambda: bob.cancel_operation(operation["name"]), "ml.operations.cancel",
+           f"projects/{project}/models/m")
+    with pytest.raises(MLEngineError) as done:  # the owner may: it is just finished already
+        ann.cancel_operation(operation["name"])
+    assert done.value.code is not Code.PERMISSION_DENIED
