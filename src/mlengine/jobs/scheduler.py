@@ -5,9 +5,10 @@ Per pass (:meth:`Scheduler.tick`), over the active jobs in submission order:
 
 1. deadlines (``maxWaitTime`` before a job runs, ``maxRunningTime`` once it does) for every
    job, controllers' included: a job past one is cancelled with the reason (one cancel path,
-   :func:`request_cancel`);
+   :mod:`mlengine.jobs.cancellation`);
 2. CANCELLING jobs with replicas: SIGTERM, then SIGKILL after the grace period, CANCELLED when
-   none is left; RUNNING jobs: poll replicas and ask the kind for the outcome;
+   none is left; RUNNING jobs: poll replicas (:mod:`mlengine.jobs.replicas`) and ask the kind
+   for the outcome;
 3. controller kinds :meth:`~JobKind.drive` their jobs;
 4. QUEUED jobs start while capacity allows (first come, first served; one that can never fit
    fails at once): plan, place, then prepare and launch on a worker thread.
@@ -37,15 +38,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mlengine.config import Settings
-from mlengine.core.timeutil import as_utc, utcnow
+from mlengine.core.timeutil import utcnow
 from mlengine.errors import Code, MLEngineError
 from mlengine.jobs import capacity, sandboxing
 from mlengine.jobs import lifecycle as states
-from mlengine.jobs.executors._base import Executor, ReplicaLaunch, ReplicaStatus
+from mlengine.jobs.cancellation import deadline_passed, request_cancel
+from mlengine.jobs.executors._base import Executor, ReplicaLaunch
 from mlengine.jobs.identity import JobCredentials
 from mlengine.jobs.kinds import JobKind, KindRegistry, ReplicaResult
 from mlengine.jobs.logs import tail_errors
 from mlengine.jobs.paths import JobPaths
+from mlengine.jobs.replicas import ReplicaWatch, infrastructure_failure
 from mlengine.jobs.scheduling import SchedulingState
 from mlengine.store.jobs import JobRepository
 from mlengine.store.models import JobRow, ReplicaRow
@@ -54,39 +57,6 @@ log = logging.getLogger("mlengine.scheduler")
 
 #: How long an idle scheduler sleeps unless woken.
 IDLE_INTERVAL_SECONDS = 1.0
-
-
-def request_cancel(repo: JobRepository, job: JobRow, error: str | None, *, controller: bool,
-                   change: Callable[[JobRow], None] | None = None) -> JobRow | None:
-    """The one cancel path (API cancel, deadlines, a tuning job stopping its trials).
-
-    A QUEUED job of a non-controller kind ends CANCELLED at once; any other active job goes
-    CANCELLING (the scheduler, or its controller, finishes it). Returns the row after the
-    change, the unchanged row if it was already CANCELLING, or ``None`` if it had ended.
-    """
-
-    def apply(row: JobRow) -> bool:
-        if row.state in states.TERMINAL:
-            return False
-        if row.state == states.CANCELLING:
-            return True
-        new = states.CANCELLED if row.state == states.QUEUED and not controller else states.CANCELLING
-        states.check_transition(row.state, new)
-        row.state = new
-        if new == states.CANCELLED:
-            row.end_time = utcnow()
-        if error and not row.error_message:
-            row.error_message = error
-        if change is not None:
-            change(row)
-        return True
-
-    return repo.compare_and_set(job.id, apply)
-
-
-def _infrastructure_failure(status: ReplicaStatus) -> bool:
-    """A replica killed by a signal or vanished: the machine's fault, not the user code's."""
-    return status.state == "lost" or (status.exit_code is not None and status.exit_code < 0)
 
 
 def _holding(demand: dict[str, Any]) -> Callable[[JobRow], None]:
@@ -105,6 +75,7 @@ class Scheduler:
         self.executor = executor
         self.kinds = kinds
         self.credentials = credentials
+        self.replicas = ReplicaWatch(settings, repo, executor)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -204,7 +175,7 @@ class Scheduler:
         try:
             current = self.repo.get_by_pk(job.id)
             if current.state not in states.TERMINAL:
-                self._teardown(current)
+                self.replicas.teardown(current)
                 states.transition(self.repo, current, states.FAILED, error=message)
                 self._release(current)
         except Exception:
@@ -230,21 +201,8 @@ class Scheduler:
             self._monitor(job, kind)
 
     def _past_deadline(self, job: JobRow, kind: JobKind) -> bool:
-        """``maxWaitTime`` until the job runs, ``maxRunningTime`` once it does: past either,
-        the job is cancelled with the reason."""
-        sched = SchedulingState.of(job.scheduling)
-        now = utcnow()
-        message = None
-        if job.state in (states.QUEUED, states.PREPARING) and job.start_time is None and sched.max_wait_seconds:
-            created = as_utc(job.create_time)
-            if created and (now - created).total_seconds() > sched.max_wait_seconds:
-                message = (f"The job waited longer than scheduling.maxWaitTime ({sched.max_wait_seconds:g}s) "
-                           "for capacity and was cancelled.")
-        elif job.state == states.RUNNING and sched.max_running_seconds:
-            started = as_utc(job.start_time)
-            if started and (now - started).total_seconds() > sched.max_running_seconds:
-                message = (f"The job ran longer than scheduling.maxRunningTime ({sched.max_running_seconds:g}s) "
-                           "and was cancelled.")
+        """Past ``maxWaitTime`` or ``maxRunningTime``, the job is cancelled with the reason."""
+        message = deadline_passed(job, utcnow())
         if message is None:
             return False
         row = request_cancel(self.repo, job, message, controller=kind.controller)
@@ -381,32 +339,8 @@ class Scheduler:
             log.exception("job %s/%s: revoking its token failed", job.project, job.job_id)
 
     # Watching running jobs ----------------------------------------------------------------
-    def _poll_replicas(self, job: JobRow) -> list[tuple[ReplicaRow, ReplicaStatus]]:
-        result = []
-        for replica in self.repo.replicas(job.id):
-            if replica.state in states.REPLICA_FINISHED:
-                status = ReplicaStatus("exited" if replica.state == states.ReplicaState.EXITED.value else "lost",
-                                       replica.exit_code, replica.message)
-            elif not self._launched(replica.handle):
-                # Launched but the handle was never recorded (server died mid-launch).
-                status = ReplicaStatus("lost", None, "the server stopped while launching it")
-            else:
-                status = self.executor.poll(replica.handle)
-            if status.finished and replica.state not in states.REPLICA_FINISHED:
-                self.repo.update_replica(
-                    replica.id,
-                    state=(states.ReplicaState.EXITED if status.state == "exited" else states.ReplicaState.LOST).value,
-                    exit_code=status.exit_code, message=status.message, end_time=utcnow(),
-                )
-            result.append((replica, status))
-        return result
-
-    @staticmethod
-    def _launched(handle: dict[str, Any]) -> bool:
-        return "pid" in handle or "actor" in handle or "pgid" in handle
-
     def _monitor(self, job: JobRow, kind: JobKind) -> None:
-        polled = self._poll_replicas(job)
+        polled = self.replicas.poll(job)
         results = [ReplicaResult(r.task_name, r.task_type, s) for r, s in polled]
         outcome = kind.outcome(job, results)
         if outcome is None:
@@ -414,12 +348,12 @@ class Scheduler:
         paths = self._paths(job)
         if outcome.state == states.SUCCEEDED:
             if self._set_state(job, states.SUCCEEDED) is not None:
-                self._teardown(job)
+                self.replicas.teardown(job)
                 paths.service_log("Job completed successfully.")
             return
         message = outcome.message
         failed = next((r for r in results if r.status.failed), None)
-        if failed is not None and _infrastructure_failure(failed.status) and self._retry(job, message):
+        if failed is not None and infrastructure_failure(failed.status) and self._retry(job, message):
             return
         if failed is not None:
             lines = tail_errors(paths.log_file(failed.task_name))
@@ -427,7 +361,7 @@ class Scheduler:
                 message += " Last lines of its log:\n" + "\n".join(lines)
         if self._set_state(job, states.FAILED, error=message) is not None:
             paths.service_log(message, "ERROR")
-            self._teardown(job)
+            self.replicas.teardown(job)
 
     def _retry(self, job: JobRow, reason: str) -> bool:
         """Queue ``job`` again after an infrastructure failure if its ``maxRetries`` allows;
@@ -436,7 +370,7 @@ class Scheduler:
         attempt = sched.attempt or 1
         if not sched.max_retries or attempt > sched.max_retries:
             return False
-        self._teardown(job)
+        self.replicas.teardown(job)
 
         def again(row: JobRow) -> None:
             row.scheduling = {**row.scheduling, "attempt": attempt + 1, "demand": None, "placement": None,
@@ -451,33 +385,11 @@ class Scheduler:
             "WARNING")
         return True
 
-    def _handles(self, job: JobRow) -> list[dict[str, Any]]:
-        return [r.handle for r in self.repo.replicas(job.id) if self._launched(r.handle)]
-
-    def _teardown(self, job: JobRow) -> None:
-        """Stop what is left of a finished job (parameter servers never exit on their own)."""
-        handles = self._handles(job)
-        for handle in handles:
-            self.executor.signal(handle, signal.SIGTERM)
-        grace = self.settings.cancel_grace_seconds
-
-        def reap() -> None:
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                if not any(self.executor.group_alive(h) for h in handles):
-                    return
-                time.sleep(0.1)
-            for h in handles:
-                self.executor.signal(h, signal.SIGKILL)
-
-        if any(self.executor.group_alive(h) for h in handles):
-            threading.Thread(target=reap, name="mle-teardown", daemon=True).start()
-
     # Cancellation -------------------------------------------------------------------------
     def _advance_cancel(self, job: JobRow) -> None:
         with self._lock:
             preparing = job.id in self._preparing
-        handles = self._handles(job)
+        handles = self.replicas.handles(job)
         if not handles:
             if not preparing:
                 self._finish_cancel(job)
@@ -490,7 +402,7 @@ class Scheduler:
             self.repo.update(job.id, lambda r: setattr(r, "scheduling", {**r.scheduling, "termSentAt": now}))
             return
         if not any(self.executor.group_alive(h) for h in handles):
-            self._poll_replicas(job)
+            self.replicas.poll(job)
             self._finish_cancel(job)
             return
         if now - sent > self.settings.cancel_grace_seconds:

@@ -15,11 +15,11 @@ from mlengine.core.names import validate_labels
 from mlengine.core.timeutil import rfc3339
 from mlengine.errors import Code, MLEngineError, failed_precondition, invalid
 from mlengine.jobs import lifecycle as states
+from mlengine.jobs.cancellation import request_cancel
 from mlengine.jobs.identity import initial_bindings
 from mlengine.jobs.kinds import KindRegistry
 from mlengine.jobs.logs import read_logs
 from mlengine.jobs.paths import JobPaths
-from mlengine.jobs.scheduler import request_cancel
 from mlengine.jobs.scheduling import SchedulingState
 from mlengine.store.filters import compile_filter
 from mlengine.store.iam import PolicyStore

@@ -39,8 +39,8 @@ from typing import Any
 from mlengine.config import Settings
 from mlengine.errors import MLEngineError
 from mlengine.jobs import lifecycle as states
+from mlengine.jobs.cancellation import request_cancel
 from mlengine.jobs.paths import JobPaths
-from mlengine.jobs.scheduler import request_cancel
 from mlengine.store.database import Database
 from mlengine.store.jobs import JobRepository
 from mlengine.store.models import JobRow
