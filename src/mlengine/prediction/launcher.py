@@ -115,7 +115,8 @@ class _Zygote:
 
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         async with self.lock:
-            assert self.reader is not None and self.writer is not None
+            if self.reader is None or self.writer is None:
+                raise ConnectionError(f"the {self.kind} zygote is not connected")
             self.writer.write(json.dumps(message).encode() + b"\n")
             await self.writer.drain()
             line = await self.reader.readline()

@@ -173,7 +173,8 @@ def run(kind: str, socket_path: str, peer: int | None = None) -> int:
     while True:
         for key, _ in selector.select(timeout=1.0):
             sock = key.fileobj
-            assert isinstance(sock, socket.socket)
+            if not isinstance(sock, socket.socket):  # only sockets are registered
+                continue
             if sock is listener:
                 conn, _ = listener.accept()
                 if peer is not None and peer_pid(conn) != peer:
