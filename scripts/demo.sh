@@ -16,12 +16,14 @@ export PATH="$ROOT/.venv/bin:$PATH"
 # State goes to a fresh MLE_HOME (override with MLE_HOME=...); the server is
 # stopped at the end. Set DEMO_STEPS to train longer.
 # =========================================================================== #
-export MLE_HOME="${MLE_HOME:-$(mktemp -d /tmp/mlengine-demo-XXXX)}"
+DEMO_DIR="$(mktemp -d /tmp/mlengine-demo-XXXX)"
+export MLE_HOME="${MLE_HOME:-$DEMO_DIR/home}"
 unset MLE_API_URL MLE_TOKEN
 SAMPLE="$ROOT/samples/taxifare"
 DATA="$SAMPLE/data"
 STEPS="${DEMO_STEPS:-200}"
-WORK="$MLE_HOME/demo"
+# Job directories are the user's, never inside MLE_HOME (the server refuses its own home).
+WORK="$DEMO_DIR/work"
 mkdir -p "$WORK"
 TRAIN_ARGS=(--train-data-paths "$DATA/taxi-train.csv" --eval-data-paths "$DATA/taxi-valid.csv"
             --train-steps "$STEPS" --batch-size 64 --num-evals 2)
