@@ -77,6 +77,7 @@ def build_kinds(settings: Settings, context: Any, env_cache: Any) -> Any:
 
 def build_components(settings: Settings) -> dict[str, Any]:
     from mlengine.core.environments import EnvironmentCache
+    from mlengine.jobs import sandboxing
     from mlengine.jobs.executors import create_executor
     from mlengine.jobs.identity import JobCredentials
     from mlengine.jobs.kinds import KindContext
@@ -96,7 +97,8 @@ def build_components(settings: Settings) -> dict[str, Any]:
     executor = create_executor(settings)
     wake_target: list[Any] = []
     context = KindContext(settings, job_repo, db, lambda: wake_target[0]())
-    kinds = build_kinds(settings, context, EnvironmentCache(settings.envs_dir))
+    confinement = sandboxing.build_confinement(settings)
+    kinds = build_kinds(settings, context, EnvironmentCache(settings.envs_dir, confinement=confinement))
     scheduler = Scheduler(settings, job_repo, executor, kinds, credentials)
     wake_target.append(scheduler.wake)
     service = JobService(settings, job_repo, kinds, scheduler.wake, policies)

@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlengine.core.packaging import dist_name, needs_build_isolation, sha256_file
+from mlengine.core.sandbox import SandboxPolicy, replica_environment
 from mlengine.errors import Code, MLEngineError, not_found
 
 Log = Callable[[str], None]
@@ -150,11 +151,46 @@ def _trim_error(output: str, max_lines: int = 30, max_chars: int = 4000) -> str:
     return text[:max_chars]
 
 
+#: Variables a confined package build inherits besides the replicas' (index and proxy settings).
+BUILD_ENV = ("UV_*", "PIP_*", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
+             "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HOME", "XDG_CACHE_HOME")
+
+
+@dataclass(frozen=True)
+class BuildConfinement:
+    """How builds are confined: installing a package runs its own ``setup.py`` (user code), so
+    uv runs under a sandbox (:mod:`mlengine.core.confined`) that hides ``hidden`` (the server's
+    home, database, credentials) and lets it write only its build directory and uv's cache,
+    with an allow-listed environment (``inherit`` plus :data:`BUILD_ENV`)."""
+
+    hidden: tuple[str, ...]
+    inherit: tuple[str, ...]
+
+    def wrap(self, cmd: list[str], readable: Sequence[str], writable: Sequence[str]) -> list[str]:
+        policy = SandboxPolicy(hidden=self.hidden, readable=tuple(readable),
+                               writable=(*writable, uv_cache_dir()))
+        return [sys.executable, "-I", "-m", "mlengine.core.confined", policy.to_json(), "--", *cmd]
+
+    def environment(self, extra: Mapping[str, str]) -> dict[str, str]:
+        return replica_environment(os.environ, dict(extra), (*self.inherit, *BUILD_ENV))
+
+
+def uv_cache_dir() -> str:
+    """Where uv caches downloads and builds (it must stay writable for confined builds)."""
+    if os.environ.get("UV_CACHE_DIR"):
+        return os.path.abspath(os.environ["UV_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "uv")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 class EnvironmentCache:
     """Python environments of jobs under ``root``, one directory per content key.
 
     ``uv`` defaults to :func:`find_uv`; ``uv_args`` are added to every uv call (e.g.
     ``["--index-url", URL]`` or ``["--offline", "--find-links", DIR]`` for air-gapped servers).
+    With ``confinement`` every uv call runs confined (see :class:`BuildConfinement`).
     Instances keep no mutable state and may be shared by threads.
     """
 
@@ -165,7 +201,9 @@ class EnvironmentCache:
         uv: str | None = None,
         uv_args: Sequence[str] = (),
         timeout_seconds: float = 3600.0,
+        confinement: BuildConfinement | None = None,
     ) -> None:
+        self.confinement = confinement
         self.root = Path(root)
         self.python = sys.executable
         self._uv = uv
@@ -247,12 +285,14 @@ class EnvironmentCache:
             site = tmp / "site"
             site.mkdir()
             own, flags = self._requirements(packages)
-            deps = self._plan(own, packages, flags)
+            deps = self._plan(own, packages, flags, tmp)
             if deps:
                 say("Dependencies missing from the server: " + ", ".join(deps))
             else:
                 say("All dependencies are provided by the server")
-            self._uv_run(["--target", str(site), "--no-deps", *flags, *own, *deps], say, stream=True)
+            self._uv_run(["--target", str(site), "--no-deps", *flags, *own, *deps], say, stream=True,
+                         readable=[str(p) for p in packages], writable=[str(tmp)])
+            shutil.rmtree(tmp / "tmp", ignore_errors=True)  # the confined build's TMPDIR
             manifest = {
                 "layout": _LAYOUT_VERSION,
                 "packages": [p.name for p in packages],
@@ -278,12 +318,12 @@ class EnvironmentCache:
                 flags += ["--no-build-isolation-package", name]
         return reqs, flags
 
-    def _plan(self, own: list[str], packages: list[Path], flags: list[str]) -> list[str]:
+    def _plan(self, own: list[str], packages: list[Path], flags: list[str], tmp: Path) -> list[str]:
         """What uv would add to the server's environment for ``own``, minus ``own`` itself."""
         # --break-system-packages: a dry run writes nothing, and a distro Python marked
         # EXTERNALLY-MANAGED would otherwise refuse even to be looked at.
         args = ["--dry-run", "--break-system-packages", *flags, *own]
-        output = self._uv_run(args, None, stream=False)
+        output = self._uv_run(args, None, stream=False, readable=[str(p) for p in packages], writable=[str(tmp)])
         own_uris = {p.as_uri() for p in packages}
         deps: list[str] = []
         for line in output.splitlines():
@@ -299,11 +339,21 @@ class EnvironmentCache:
                 deps.append(f"{match.group('name')}=={match.group('version')}")
         return deps
 
-    def _uv_run(self, args: list[str], say: Log | None, stream: bool) -> str:
+    def _uv_run(self, args: list[str], say: Log | None, stream: bool, readable: Sequence[str] = (),
+                writable: Sequence[str] = ()) -> str:
         uv = self._uv or find_uv()
         cmd = [uv, "pip", "install", "--python", self.python, "--color", "never"]
         cmd += [*self.uv_args, *args]
-        env = dict(os.environ, NO_COLOR="1", UV_NO_PROGRESS="1", PYTHONDONTWRITEBYTECODE="1")
+        quiet = {"NO_COLOR": "1", "UV_NO_PROGRESS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        if self.confinement is not None:
+            tmpdir = Path(writable[0]) / "tmp" if writable else None
+            if tmpdir is not None:
+                tmpdir.mkdir(parents=True, exist_ok=True)
+                quiet["TMPDIR"] = str(tmpdir)
+            cmd = self.confinement.wrap(cmd, readable, writable)
+            env = self.confinement.environment(quiet)
+        else:
+            env = dict(os.environ, **quiet)
         env.pop("VIRTUAL_ENV", None)
         try:
             proc = subprocess.Popen(

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from mlengine.config import Settings
 from mlengine.core import sandbox
+from mlengine.core.environments import BuildConfinement
 from mlengine.core.sandbox import SandboxPolicy
 from mlengine.errors import Code, MLEngineError
 from mlengine.jobs.kinds import SandboxPaths
@@ -71,6 +72,14 @@ def hidden_paths(settings: Settings) -> list[str]:
         hidden += [os.path.join(home, name) for name in CREDENTIALS]
     hidden += list(settings.sandbox_hidden)
     return hidden
+
+
+def build_confinement(settings: Settings) -> BuildConfinement | None:
+    """How the server confines package builds and module probes (user code it runs itself);
+    None with ``MLE_SANDBOX=off``."""
+    if settings.sandbox == "off":
+        return None
+    return BuildConfinement(hidden=tuple(_real(p) for p in hidden_paths(settings)), inherit=inherited_env(settings))
 
 
 def inherited_env(settings: Settings) -> tuple[str, ...]:

@@ -44,6 +44,7 @@ from mlengine.config import Settings
 from mlengine.errors import Code, MLEngineError
 from mlengine.jobs.lifecycle import VersionState
 from mlengine.jobs.operations import Operation, OperationRunner, WorkerFailed, cancelled_status
+from mlengine.jobs.sandboxing import build_confinement
 from mlengine.prediction import specs, staging
 from mlengine.prediction.backends import ReplicaBackend, ReplicaStartError, ReplicaTemplate, create_backend
 from mlengine.prediction.events import ServingEvents
@@ -318,7 +319,8 @@ class ServingManager(ServingEvents):
                                         max_files=self.settings.model_max_files,
                                         max_bytes=self.settings.model_max_bytes, envs_dir=self.settings.envs_dir,
                                         uri_policy=uri_policy(self.settings),
-                                        allow_pickle=self.settings.model_allow_pickle)
+                                        allow_pickle=self.settings.model_allow_pickle,
+                                        confinement=build_confinement(self.settings))
         if op is None:  # a version without its operation (created by an older server): stage here
             return await asyncio.to_thread(staging.stage_version, payload)
         result: dict[str, Any] = await self.operations.run_worker(op, staging.STAGE_FUNCTION, payload, step="stage")

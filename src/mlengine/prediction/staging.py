@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from mlengine.core.environments import BuildConfinement
 from mlengine.prediction import deploy, specs
 from mlengine.prediction.launcher import zygote_kind
 from mlengine.storage.policy import UriPolicy, fetch_file
@@ -23,7 +24,8 @@ STAGE_FUNCTION = "mlengine.prediction.staging:stage_version"
 
 
 def stage_payload(root: Path, spec: dict[str, Any], *, max_files: int, max_bytes: int,
-                  envs_dir: Path, uri_policy: UriPolicy | None = None, allow_pickle: bool = True) -> dict[str, Any]:
+                  envs_dir: Path, uri_policy: UriPolicy | None = None, allow_pickle: bool = True,
+                  confinement: BuildConfinement | None = None) -> dict[str, Any]:
     """The JSON payload of :func:`stage_version` for a version's ``spec``; ``uri_policy`` is
     the server's (the URIs are checked against it again when they are read), ``allow_pickle``
     its ``MLE_MODEL_ALLOW_PICKLE``."""
@@ -32,6 +34,8 @@ def stage_payload(root: Path, spec: dict[str, Any], *, max_files: int, max_bytes
         "predictionClass": spec.get("predictionClass"), "packageUris": list(spec.get("packageUris") or []),
         "maxFiles": max_files, "maxBytes": max_bytes, "envsDir": str(envs_dir),
         "uriPolicy": uri_policy.to_json() if uri_policy is not None else None, "allowPickle": allow_pickle,
+        "buildConfinement": ({"hidden": list(confinement.hidden), "inherit": list(confinement.inherit)}
+                             if confinement is not None else None),
     }
 
 
@@ -61,6 +65,10 @@ def stage_version(payload: dict[str, Any]) -> dict[str, Any]:
             specs.check_package_uri(uri, f"packageUris[{i}]", policy)
             paths.append(uris.fetch(uri, packages_dir) if policy is None
                          else fetch_file(uri, packages_dir, policy, f"packageUris[{i}]"))
-        pythonpath = list(EnvironmentCache(Path(payload["envsDir"])).prepare(paths).pythonpath)
+        confined = payload.get("buildConfinement")
+        confinement = (BuildConfinement(tuple(confined["hidden"]), tuple(confined["inherit"]))
+                       if confined else None)
+        cache = EnvironmentCache(Path(payload["envsDir"]), confinement=confinement)
+        pythonpath = list(cache.prepare(paths).pythonpath)
     return {"root": str(root), "modelDir": str(model_dir), "framework": framework, "pythonpath": pythonpath,
             "zygoteKind": zygote_kind(framework, payload.get("predictionClass"), source.top_level)}

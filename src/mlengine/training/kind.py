@@ -15,6 +15,7 @@ workers, parameter servers, evaluators) running the user's package.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -104,7 +105,9 @@ class TrainingKind(JobKind):
     def __init__(self, context: KindContext, env_cache: Any) -> None:
         self.context = context
         self.env_cache = env_cache
-        self._module_probe = ModuleProbe(context.settings.home)
+        # The probe runs in a directory of its own (never MLE_HOME, which confined code cannot read).
+        probe_dir = Path(tempfile.gettempdir())
+        self._module_probe = ModuleProbe(probe_dir, getattr(env_cache, "confinement", None))
 
     def accepts(self, body: Mapping[str, Any]) -> bool:
         ti = body.get("trainingInput")

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from mlengine.core.environments import BuildConfinement
 from mlengine.errors import Code, MLEngineError
 from mlengine.jobs.paths import JobPaths
 from mlengine.storage.policy import UriPolicy
@@ -56,8 +57,9 @@ class ModuleProbe:
     """Whether ``trainingInput.pythonModule`` exists in an environment; answers are cached
     per (environment, module) since environments are immutable once built. Thread-safe."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, confinement: BuildConfinement | None = None) -> None:
         self.cwd = cwd
+        self.confinement = confinement
         self._known: dict[tuple[str, str], bool] = {}
         self._lock = threading.Lock()
 
@@ -67,10 +69,16 @@ class ModuleProbe:
         with self._lock:
             found = self._known.get(key)
         if found is None:
-            result = subprocess.run(
-                [env.python, "-c", _PROBE, module], env={**os.environ, **env.env_vars()},
-                capture_output=True, timeout=120, cwd=str(self.cwd),
-            )
+            # Importing the package's parents runs its code: confined like a replica when the
+            # server confines user code (it may read its environment, write nothing).
+            cmd = [env.python, "-c", _PROBE, module]
+            if self.confinement is not None:
+                cmd = self.confinement.wrap(cmd, readable=[*env.pythonpath, *getattr(env, "bin_dirs", [])],
+                                            writable=[])
+                environ = self.confinement.environment(env.env_vars())
+            else:
+                environ = {**os.environ, **env.env_vars()}
+            result = subprocess.run(cmd, env=environ, capture_output=True, timeout=120, cwd=str(self.cwd))
             found = result.returncode == 0
             with self._lock:
                 self._known[key] = found
