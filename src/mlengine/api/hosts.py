@@ -55,13 +55,11 @@ class HostGuard:
             return
         allowed = self.allowed()
         if allowed is not None:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            host = _hostname(headers.get("host", ""))
-            if host not in allowed:
-                await _refuse(send, f"Host {headers.get('host', '')!r} does not name this server "
+            raw_host, origin = _host_and_origin(scope.get("headers", ()))
+            if _hostname(raw_host) not in allowed:
+                await _refuse(send, f"Host {raw_host!r} does not name this server "
                                     "(MLE_ALLOWED_HOSTS lists the names it answers to)")
                 return
-            origin = headers.get("origin")
             if origin is not None and origin != "null" and _hostname(urlsplit(origin).netloc) not in allowed:
                 await _refuse(send, f"Requests from the web page at {origin} are not allowed")
                 return
@@ -69,6 +67,18 @@ class HostGuard:
                 await _refuse(send, "Requests from an opaque origin are not allowed")
                 return
         await self.app(scope, receive, send)
+
+
+def _host_and_origin(headers: Any) -> tuple[str, str | None]:
+    """``Host`` and ``Origin`` of an ASGI header list (ASGI lower-cases names), nothing else
+    decoded: this runs on every prediction."""
+    host, origin = "", None
+    for name, value in headers:
+        if name == b"host":
+            host = value.decode("latin-1")
+        elif name == b"origin":
+            origin = value.decode("latin-1")
+    return host, origin
 
 
 async def _refuse(send: Send, message: str) -> None:

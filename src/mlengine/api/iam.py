@@ -158,11 +158,16 @@ async def held_permissions(request: Request, resource: str) -> dict[str, Any]:
     return {"permissions": found} if found else {}
 
 
+def _query_version(request: Request) -> int | None:
+    """``options.requestedPolicyVersion`` of a GET getIamPolicy."""
+    return requested_version(request.query_params.get("options.requestedPolicyVersion"),
+                             "options.requestedPolicyVersion")
+
+
 # Routes: jobs and models (ml v1), projects and the server (mlengine) ---------------------------
 @router.get(JOB + ":getIamPolicy")
 async def get_job_policy(project: str, job: str, request: Request) -> dict[str, Any]:
-    version = requested_version(request.query_params.get("options.requestedPolicyVersion"),
-                                "options.requestedPolicyVersion")
+    version = _query_version(request)
     return await get_policy(request, iam.job_resource(project, job), version)
 
 
@@ -183,8 +188,7 @@ async def job_permissions_tested(project: str, job: str, request: Request) -> di
 
 @router.get(MODEL + ":getIamPolicy")
 async def get_model_policy(project: str, model: str, request: Request) -> dict[str, Any]:
-    version = requested_version(request.query_params.get("options.requestedPolicyVersion"),
-                                "options.requestedPolicyVersion")
+    version = _query_version(request)
     return await get_policy(request, iam.model_resource(project, model), version)
 
 
@@ -205,8 +209,7 @@ async def model_permissions_tested(project: str, model: str, request: Request) -
 
 @router.get(PROJECT + ":getIamPolicy")
 async def get_project_policy(project: str, request: Request) -> dict[str, Any]:
-    version = requested_version(request.query_params.get("options.requestedPolicyVersion"),
-                                "options.requestedPolicyVersion")
+    version = _query_version(request)
     return await get_policy(request, iam.project_resource(project), version)
 
 
@@ -227,8 +230,7 @@ async def project_permissions_tested(project: str, request: Request) -> dict[str
 
 @router.get(SERVER + ":getIamPolicy")
 async def get_server_policy(request: Request) -> dict[str, Any]:
-    version = requested_version(request.query_params.get("options.requestedPolicyVersion"),
-                                "options.requestedPolicyVersion")
+    version = _query_version(request)
     return await get_policy(request, iam.SERVER, version)
 
 

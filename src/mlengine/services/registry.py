@@ -4,11 +4,11 @@ dotted path (``package.module:Class``, each class constructed with the server's
 
 from __future__ import annotations
 
-import importlib
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
-from mlengine.errors import Code, MLEngineError, invalid
+from mlengine.core.plugins import load_plugin
+from mlengine.errors import invalid
 from mlengine.services._base import ServiceContext, ServiceKind
 
 KIND_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
@@ -53,16 +53,5 @@ class ServiceRegistry:
 
 def load_service_kind(path: str, context: ServiceContext) -> ServiceKind:
     """Construct the :class:`ServiceKind` class at ``package.module:Class`` with ``context``."""
-    module_name, _, class_name = path.partition(":")
-    if not module_name or not class_name:
-        raise MLEngineError(Code.INVALID_ARGUMENT,
-                            f"MLE_SERVICE_KINDS entry {path!r} must look like package.module:Class")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise MLEngineError(Code.INVALID_ARGUMENT,
-                            f"MLE_SERVICE_KINDS entry {path!r} cannot be loaded: {exc}") from None
-    if not (isinstance(cls, type) and issubclass(cls, ServiceKind)):
-        raise MLEngineError(Code.INVALID_ARGUMENT, f"MLE_SERVICE_KINDS entry {path!r} is not a ServiceKind class")
-    factory: Callable[[ServiceContext], ServiceKind] = cls
-    return factory(context)
+    plugin: ServiceKind = load_plugin(path, ServiceKind, "MLE_SERVICE_KINDS", context)
+    return plugin

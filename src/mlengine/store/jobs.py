@@ -83,16 +83,14 @@ class JobRepository:
 
     def update(self, pk: int, change: Callable[[JobRow], None]) -> JobRow:
         """Apply ``change`` to the freshest row inside one transaction; bumps the etag."""
-        with self.db.session() as s:
-            stmt = select(JobRow).where(JobRow.id == pk)
-            if not self.db.is_sqlite:
-                stmt = stmt.with_for_update()
-            row = s.scalar(stmt)
-            if row is None:
-                raise not_found(f"Job #{pk}")
+
+        def always(row: JobRow) -> bool:
             change(row)
-            # JSON columns are replaced, never mutated in place, so SQLAlchemy sees the change.
-            row.version = row.version + 1
+            return True
+
+        row = self.compare_and_set(pk, always)
+        if row is None:  # pragma: no cover - ``always`` never declines
+            raise not_found(f"Job #{pk}")
         return row
 
     def compare_and_set(self, pk: int, change: Callable[[JobRow], bool]) -> JobRow | None:

@@ -7,11 +7,11 @@ others by dotted path (``package.module:Class``), each constructed with the serv
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlengine.core.plugins import load_plugin
 from mlengine.errors import Code, MLEngineError, invalid
 from mlengine.jobs.kinds._base import JobKind, Outcome, ReplicaCommand, ReplicaResult, SandboxPaths, Submission
 
@@ -71,15 +71,5 @@ class KindRegistry:
 
 def load_kind(path: str, context: KindContext) -> JobKind:
     """Construct the kind class at ``package.module:Class`` with ``context``."""
-    module_name, _, class_name = path.partition(":")
-    if not module_name or not class_name:
-        raise MLEngineError(Code.INVALID_ARGUMENT,
-                            f"MLE_JOB_KINDS entry {path!r} must look like package.module:Class")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise MLEngineError(Code.INVALID_ARGUMENT, f"MLE_JOB_KINDS entry {path!r} cannot be loaded: {exc}") from None
-    if not (isinstance(cls, type) and issubclass(cls, JobKind)):
-        raise MLEngineError(Code.INVALID_ARGUMENT, f"MLE_JOB_KINDS entry {path!r} is not a JobKind class")
-    factory: Callable[[KindContext], JobKind] = cls
-    return factory(context)
+    plugin: JobKind = load_plugin(path, JobKind, "MLE_JOB_KINDS", context)
+    return plugin
