@@ -231,8 +231,9 @@ def test_capacity_queues_or_refuses(backend: Backend, package: Path, tmp_path: P
            workerType="tiny", workerCount=str(cpus))
     submit(server, "needs_gpu", package, "disttrainer.sleeper", ["--out", str(tmp_path / "g")],
            masterConfig={"acceleratorConfig": {"count": 1, "type": "NVIDIA_TESLA_T4"}})
-    too_big = server.wait_state("too_big", ("FAILED",), timeout=30)
-    assert f"need {cpus + 1} CPUs (has {cpus})" in too_big["errorMessage"], too_big
+    if backend.ray:  # machine mode; the local executor runs it alone, later (issue 10.2)
+        too_big = server.wait_state("too_big", ("FAILED",), timeout=30)
+        assert f"need {cpus + 1} CPUs (has {cpus})" in too_big["errorMessage"], too_big
     gpu = server.wait_state("needs_gpu", ("FAILED",), timeout=30)
     assert "1 GPUs (has 0)" in gpu["errorMessage"], gpu
     time.sleep(1)
@@ -240,6 +241,8 @@ def test_capacity_queues_or_refuses(backend: Backend, package: Path, tmp_path: P
     assert waiting["state"] == "QUEUED" and waiting["jobPosition"] == "1", waiting
     server.api("POST", f"{JOBS}/fills_all:cancel", json={})
     assert server.wait_state("waits", ("SUCCEEDED", "FAILED"), timeout=120)["state"] == "SUCCEEDED"
+    if not backend.ray:
+        assert server.wait_state("too_big", ("SUCCEEDED", "FAILED"), timeout=120)["state"] == "SUCCEEDED"
     response = server.api("POST", JOBS, json={"jobId": "unknown_type", "trainingInput": {
         "packageUris": [str(package)], "pythonModule": "disttrainer.sleeper", "scaleTier": "CUSTOM",
         "masterType": "tiny", "workerType": "n9-imaginary-4", "workerCount": "1"}})

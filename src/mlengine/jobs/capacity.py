@@ -20,6 +20,13 @@ Contract
   replica against the largest node: a job that can never fit gets a message saying why (the
   scheduler fails it at once); one that fits the capacity but not what other jobs leave free
   waits in QUEUED (first come, first served).
+- Oversubscription: in ``process`` mode on an executor whose capacity says so
+  (``Capacity.oversubscribable``: the local executor), a job short of CPUs only (a
+  ``STANDARD_1`` job's 8 replicas on 2 cores) is not refused: its assessment is ``alone`` and
+  it fits only when no other job holds anything, so it starts once the jobs before it have
+  ended, runs alone with its replicas sharing the CPUs (as ``gcloud ai-platform local train
+  --distributed`` would), and the jobs after it wait, since it holds more than there is. The
+  scheduler records that it runs oversubscribed (``scheduling.oversubscribed``, a log line).
 - What a job holds is recorded in its scheduling state (``demand``).
 - :func:`place` asks the executor to reserve every replica of a job at once and
   :func:`release` frees that reservation (never raising: it is logged).
@@ -47,8 +54,13 @@ class Assessment:
     demand: Resources
     replicas: list[tuple[str, Resources]]
     never: str | None = None
+    #: Set (to a message saying so) when the job needs more CPUs than there are and may run
+    #: only alone, oversubscribed.
+    alone: str | None = None
 
     def fits_with(self, used: Resources, capacity: Capacity) -> bool:
+        if self.alone:
+            return not used.shortfall(Resources())  # nothing else holds anything
         return (used + self.demand).fits_in(capacity.total)
 
 
@@ -75,9 +87,13 @@ def assess(requests: Sequence[ReplicaRequest], mode: str, capacity: Capacity) ->
     """The job's demand and, if it can never fit ``capacity``, why."""
     replicas = [(r.task_name, held(r.resources, mode)) for r in requests]
     demand = total(r for _, r in replicas)
-    never = None
+    never = alone = None
     short = demand.shortfall(capacity.total)
-    if short:
+    if short and _oversubscribable(demand, mode, capacity):
+        alone = (f"The job runs oversubscribed: its {len(replicas)} replica(s) share {capacity.label} "
+                 f"({demand.cpus:g} CPUs asked, {capacity.total.cpus:g} there); it runs alone, and jobs "
+                 "submitted after it wait until it ends.")
+    elif short:
         never = (f"The job can never run here: its {len(replicas)} replica(s) need "
                  f"{', '.join(short)} in all from {capacity.label}. Ask for fewer or smaller "
                  "replicas (machine types), or give the executor more capacity.")
@@ -88,7 +104,14 @@ def assess(requests: Sequence[ReplicaRequest], mode: str, capacity: Capacity) ->
                 never = (f"The job can never run here: replica {name} needs {need.describe()}, more "
                          f"than any single node of {capacity.label} has (the largest: {biggest.describe()}).")
                 break
-    return Assessment(demand, replicas, never)
+    return Assessment(demand, replicas, never, alone if never is None else None)
+
+
+def _oversubscribable(demand: Resources, mode: str, capacity: Capacity) -> bool:
+    """Whether a job short of ``capacity`` may run alone on it: short of CPUs only (GPUs and
+    memory are never oversubscribed), in ``process`` mode on an executor that allows it."""
+    room = Resources(demand.cpus, capacity.total.memory_gb, capacity.total.gpus)
+    return mode == "process" and capacity.oversubscribable and demand.fits_in(room)
 
 
 def held_by(scheduling: Mapping[str, Any]) -> Resources:

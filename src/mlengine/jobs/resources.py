@@ -62,6 +62,10 @@ class Capacity:
     nodes: list[Resources] = field(default_factory=list)
     #: Words for messages, e.g. "the local executor (MLE_CAPACITY_SLOTS=4)".
     label: str = "the executor"
+    #: Whether a job needing more CPUs than ``total`` may still run, alone, with its replicas
+    #: sharing the CPUs (one machine in ``process`` mode, as ``gcloud ai-platform local train
+    #: --distributed`` does). Never GPUs or memory, and never across nodes.
+    oversubscribable: bool = False
 
 
 def memory_gb() -> float:

@@ -59,9 +59,10 @@ log = logging.getLogger("mlengine.scheduler")
 IDLE_INTERVAL_SECONDS = 1.0
 
 
-def _holding(demand: dict[str, Any]) -> Callable[[JobRow], None]:
+def _holding(demand: dict[str, Any], oversubscribed: bool = False) -> Callable[[JobRow], None]:
     def record(row: JobRow) -> None:
-        row.scheduling = {**row.scheduling, "demand": demand}
+        rest = {k: v for k, v in row.scheduling.items() if k != "oversubscribed"}
+        row.scheduling = {**rest, "demand": demand, **({"oversubscribed": True} if oversubscribed else {})}
 
     return record
 
@@ -255,9 +256,11 @@ class Scheduler:
             return False
         if blocked or not verdict.fits_with(used, have):
             return None
-        moved = self._set_state(job, states.PREPARING, change=_holding(verdict.demand.to_json()))
+        moved = self._set_state(job, states.PREPARING, change=_holding(verdict.demand.to_json(), bool(verdict.alone)))
         if moved is None:
             return False  # cancelled meanwhile
+        if verdict.alone:
+            self._paths(job).service_log(verdict.alone, "WARNING")
         with self._lock:
             self._preparing.add(job.id)
         self._pool.submit(self._prepare_and_launch, moved, kind, requests)

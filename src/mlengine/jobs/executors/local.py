@@ -3,7 +3,8 @@ session on this machine (see :mod:`mlengine.jobs.executors.supervisor`), with an
 environment; the supervisor confines the trainer as ``launch.sandbox`` says.
 
 Capacity: ``MLE_CAPACITY_SLOTS`` CPUs (default: the number of CPUs), the machine's memory,
-and ``MLE_LOCAL_GPUS`` GPUs (default: what ``nvidia-smi -L`` lists). Replicas listen on
+and ``MLE_LOCAL_GPUS`` GPUs (default: what ``nvidia-smi -L`` lists); in ``process`` resource
+mode a job needing more CPU slots than that runs alone, oversubscribed. Replicas listen on
 127.0.0.1 on ports held by :func:`mlengine.jobs.ports.reserve_ports` until launch.
 """
 
@@ -14,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,9 @@ class LocalExecutor(Executor):
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def capacity(self) -> Capacity:
-        return machine_capacity(self.settings)
+        # Processes on one machine share its CPUs: a job larger than the slots runs when it
+        # can run alone (see mlengine.jobs.capacity). Machine mode keeps its machine types whole.
+        return replace(machine_capacity(self.settings), oversubscribable=self.resource_mode() == "process")
 
     def launch(self, launch: ReplicaLaunch) -> dict[str, Any]:
         if launch.placement is not None and launch.placement.ports is not None:
