@@ -160,3 +160,64 @@ def test_build_isolation_follows_pyproject(tmp_path: Path) -> None:
             tf.add(path, arcname=name)
     assert dist_name(sdist) == "modern" and needs_build_isolation(sdist)
     assert dist_name(tmp_path / "thing-2.0-py3-none-any.whl") == "thing"
+
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "census-trainer"
+version = "1.3"
+dependencies = ["tinydep>=0.1", "click"]
+
+[tool.setuptools.packages.find]
+include = ["trainer*"]
+"""
+
+
+def pkg_info(sdist: Path) -> str:
+    with tarfile.open(sdist) as tf:
+        member = next(m for m in tf.getmembers() if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"))
+        handle = tf.extractfile(member)
+        assert handle is not None
+        return handle.read().decode()
+
+
+@pytest.mark.parametrize("build_system", [True, False], ids=["pep517-backend", "project-table-only"])
+def test_a_pyproject_only_trainer_keeps_its_name_and_dependencies(tmp_path: Path, build_system: bool) -> None:
+    """Issue 10.4: no setup.py, a PEP 621 pyproject.toml: built by a PEP 517 frontend (uv build),
+    not a generated trainer-0.0.0 without dependencies."""
+    project = tmp_path / "project"
+    package = write_trainer(project)
+    text = PYPROJECT if build_system else PYPROJECT.split("\n\n", 1)[1]
+    (project / "pyproject.toml").write_text(text)
+    before = tree(project)
+    lines: list[str] = []
+    sdist = build_sdist(package, tmp_path / "out", lines.append)
+    assert sdist.name == "census_trainer-1.3.tar.gz"
+    info = pkg_info(sdist)
+    assert "Requires-Dist: tinydep>=0.1" in info and "Requires-Dist: click" in info
+    assert "census_trainer-1.3/trainer/task.py" in members(sdist)
+    assert dist_name(sdist) == "census-trainer" and needs_build_isolation(sdist) is build_system
+    assert tree(project) == before
+    assert any("pyproject.toml" in line for line in lines)
+
+
+def test_a_pyproject_of_tool_settings_only_is_no_project(tmp_path: Path) -> None:
+    project = tmp_path / "repo"
+    package = write_trainer(project)
+    (project / "pyproject.toml").write_text("[tool.ruff]\nline-length = 100\n")
+    assert build_sdist(package, tmp_path / "out").name == "trainer-0.0.0.tar.gz"
+
+
+def test_a_failing_pep517_build_names_the_project(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    package = write_trainer(project)
+    (project / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "not a version!"\n')
+    with pytest.raises(MLEngineError) as exc:
+        build_sdist(package, tmp_path / "out")
+    assert exc.value.code is Code.INVALID_ARGUMENT
+    assert exc.value.message.startswith(f"Failed to build a package from {project}: ")
+    assert "not a version!" in exc.value.message

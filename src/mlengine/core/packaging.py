@@ -3,14 +3,21 @@
 Contract
 --------
 - :func:`build_sdist` takes the trainer package directory (it must hold ``__init__.py``).
-  When ``<package_path>/../setup.py`` exists, the sdist is built from that project with
-  ``python setup.py sdist`` (the server's or CLI's own interpreter, ``sys.executable``);
-  otherwise a minimal ``setup.py`` is generated (name = the package directory's name, version
-  ``0.0.0``, ``packages=find_packages()``) next to a copy of the package. Either way the build
-  runs in a temporary copy, so the user's tree never receives ``*.egg-info``, ``build/`` or
-  ``dist/`` (files are copied, not hard-linked, so a ``setup.py`` that rewrites a file cannot
-  touch the original). Copies skip VCS directories, virtual environments (any directory with a
-  ``pyvenv.cfg``), caches, ``*.egg-info`` and previous ``build/``/``dist/`` outputs.
+  When ``<package_path>/..`` is a project (a ``setup.py``, or a ``pyproject.toml`` with a
+  ``[project]`` or ``[build-system]`` table), the sdist is built from that project with a
+  PEP 517 frontend, ``uv build --sdist`` (``python -m uv``), so a pyproject-only trainer keeps
+  its PEP 621 name, version and dependencies; otherwise a minimal ``setup.py`` is generated
+  (name = the package directory's name, version ``0.0.0``, ``packages=find_packages()``) next
+  to a copy of the package, as gcloud does. A project that declares a ``[build-system]`` is
+  built in isolation (its backend comes from the package index, as pip and uv do); one
+  without (legacy ``setup.py``, the generated one) is built with the interpreter's own
+  setuptools (``sys.executable``, no network). Either way the build runs in a temporary copy,
+  so the user's tree never receives ``*.egg-info``, ``build/`` or ``dist/`` (files are copied,
+  not hard-linked, so a ``setup.py`` that rewrites a file cannot touch the original). Copies
+  skip VCS directories, virtual environments (any directory with a ``pyvenv.cfg``), caches,
+  ``*.egg-info`` and previous ``build/``/``dist/`` outputs.
+- Builds run on the machine of whoever runs ``mle`` (their own code, their own rights); the
+  server installs the staged sdist confined (:mod:`mlengine.core.environments`).
 - A failed build is ``INVALID_ARGUMENT`` "Failed to build a package from <path>: <tail of the
   build output>", never a stack trace.
 - :func:`validate_package_archive` is what the server runs on every package it receives.
@@ -148,9 +155,28 @@ def _tail(output: str, max_lines: int = 25, max_chars: int = 3000) -> str:
     return text[-max_chars:] if len(text) > max_chars else text
 
 
-def _run_sdist(project: Path, dist_dir: Path, shown: Path, log: Log | None) -> Path:
-    cmd = [sys.executable, "setup.py", "sdist", "--formats=gztar", "--dist-dir", str(dist_dir)]
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+def _declares(text: str, table: str) -> bool:
+    return re.search(rf"^\s*\[{re.escape(table)}\]", text, re.MULTILINE) is not None
+
+
+def _project_kind(directory: Path) -> str | None:
+    """``"isolated"`` for a project declaring a ``[build-system]``, ``"legacy"`` for a
+    ``setup.py`` or a ``[project]`` table without one (setuptools' legacy backend, PEP 517's
+    default), None when ``directory`` is no project (a ``pyproject.toml`` of tool settings only)."""
+    pyproject = directory / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8", errors="replace") if pyproject.is_file() else ""
+    if _declares(text, "build-system"):
+        return "isolated"
+    if (directory / "setup.py").is_file() or _declares(text, "project"):
+        return "legacy"
+    return None
+
+
+def _run_sdist(project: Path, dist_dir: Path, shown: Path, isolated: bool, log: Log | None) -> Path:
+    cmd = [sys.executable, "-m", "uv", "build", "--sdist", "--out-dir", str(dist_dir), "--python", sys.executable,
+           "--color", "never", *([] if isolated else ["--no-build-isolation"]), str(project)]
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", UV_NO_PROGRESS="1")
+    env.pop("VIRTUAL_ENV", None)  # --python names the interpreter; an active venv must not win
     try:
         proc = subprocess.run(
             cmd,
@@ -166,19 +192,19 @@ def _run_sdist(project: Path, dist_dir: Path, shown: Path, log: Log | None) -> P
     except subprocess.TimeoutExpired:
         raise MLEngineError(
             Code.INVALID_ARGUMENT,
-            f"Failed to build a package from {shown}: setup.py sdist did not finish "
+            f"Failed to build a package from {shown}: the sdist build did not finish "
             f"within {BUILD_TIMEOUT_SECONDS:.0f} seconds.",
         ) from None
     if proc.returncode != 0:
         raise MLEngineError(
             Code.INVALID_ARGUMENT,
-            f"Failed to build a package from {shown}: {_tail(proc.stdout) or 'setup.py failed'}",
+            f"Failed to build a package from {shown}: {_tail(proc.stdout) or 'the sdist build failed'}",
         )
     built = sorted(dist_dir.glob("*.tar.gz"))
     if len(built) != 1:
         raise MLEngineError(
             Code.INVALID_ARGUMENT,
-            f"Failed to build a package from {shown}: expected one .tar.gz from setup.py sdist, "
+            f"Failed to build a package from {shown}: expected one .tar.gz from the sdist build, "
             f"got {[p.name for p in built] or 'none'}. {_tail(proc.stdout, 5)}",
         )
     if log:
@@ -207,9 +233,11 @@ def build_sdist(package_path: Path, out_dir: Path, log: Log | None = None) -> Pa
         tmp = Path(tmp_name)
         project = tmp / "project"
         shown = parent
-        if (parent / "setup.py").is_file():
+        kind = _project_kind(parent)
+        if kind is not None:
             if log:
-                log(f"Building a source distribution from {parent / 'setup.py'}")
+                made_by = "setup.py" if (parent / "setup.py").is_file() else "pyproject.toml"
+                log(f"Building a source distribution from {parent / made_by}")
             _copy_tree(parent, project)
         else:
             name, shown = package_path.name, package_path
@@ -218,7 +246,7 @@ def build_sdist(package_path: Path, out_dir: Path, log: Log | None = None) -> Pa
             project.mkdir()
             _copy_tree(package_path, project / name)
             (project / "setup.py").write_text(_SETUP_TEMPLATE.format(name=name))
-        built = _run_sdist(project, tmp / "dist", shown, log)
+        built = _run_sdist(project, tmp / "dist", shown, kind == "isolated", log)
         target = out_dir / built.name
         shutil.move(str(built), target)
     return target
