@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 import mlengine
-from mlengine.api import discovery, iam, jobs, models, operations, services, system
+from mlengine.api import discovery, iam, jobs, locations, models, operations, services, system, vizier
 from mlengine.api.auth import Authorizer, TokenCache, authorize, authorize_predict
 from mlengine.api.errors import install_error_handlers
 from mlengine.api.hosts import HostGuard
@@ -16,7 +16,8 @@ from mlengine.api.paths import check_path
 
 def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: Any = None,
                model_service: Any = None, serving: Any = None, services_manager: Any = None,
-               operations_runner: Any = None, policies: Any = None, service_accounts: Any = None) -> FastAPI:
+               operations_runner: Any = None, policies: Any = None, service_accounts: Any = None,
+               vizier_service: Any = None) -> FastAPI:
     """The control plane's app over the given components. ``policies`` (a
     :class:`~mlengine.store.iam.PolicyStore`) defaults to one over the token repository's
     store (in memory only without one)."""
@@ -51,6 +52,9 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
     app.state.services = services_manager
     app.include_router(services.router)
     app.router.routes.extend(services.PROXY_ROUTES)
+    app.state.vizier = vizier_service
+    app.include_router(locations.router)
+    app.include_router(vizier.router)
     from mlengine.prediction.router import PredictMiddleware
 
     app.add_middleware(PredictMiddleware, authorize=authorize_predict)

@@ -36,6 +36,8 @@ from mlengine.store.tokens import TokenRepository, digest
 
 _JOB = "/v1/projects/{project}/jobs/{job}"
 _MODEL = "/v1/projects/{project}/models/{model}"
+_LOCATION = "/v1/projects/{project}/locations/{location}"
+_STUDY = _LOCATION + "/studies/{study}"
 _IAM_METHODS = {
     ("GET", ":getIamPolicy"): "getIamPolicy", ("POST", ":getIamPolicy"): "getIamPolicy",
     ("POST", ":setIamPolicy"): "setIamPolicy",
@@ -85,6 +87,24 @@ PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/projects/{project}/operations"): "ml.operations.list",
     ("GET", "/v1/projects/{project}/operations/{operation}"): "ml.operations.get",
     ("POST", "/v1/projects/{project}/operations/{operation}:cancel"): "ml.operations.cancel",
+    # projects.getConfig, projects.locations, and the Optimizer (Vizier): studies and trials.
+    ("GET", "/v1/projects/{project}:getConfig"): "ml.projects.getConfig",
+    ("GET", "/v1/projects/{project}/locations"): "ml.locations.list",
+    ("GET", _LOCATION): "ml.locations.get",
+    ("GET", _LOCATION + "/operations/{operation}"): "ml.operations.get",
+    ("POST", _LOCATION + "/operations/{operation}:cancel"): "ml.operations.cancel",
+    ("POST", _LOCATION + "/studies"): "ml.studies.create",
+    ("GET", _LOCATION + "/studies"): "ml.studies.list",
+    ("GET", _STUDY): "ml.studies.get",
+    ("DELETE", _STUDY): "ml.studies.delete",
+    ("POST", _STUDY + "/trials"): "ml.trials.create",
+    ("GET", _STUDY + "/trials"): "ml.trials.list",
+    ("POST", _STUDY + "/trials:suggest"): "ml.trials.create",
+    ("POST", _STUDY + "/trials:listOptimalTrials"): "ml.trials.list",
+    ("GET", _STUDY + "/trials/{trial}"): "ml.trials.get",
+    ("DELETE", _STUDY + "/trials/{trial}"): "ml.trials.delete",
+    **{("POST", _STUDY + "/trials/{trial}:" + verb): "ml.trials.update"
+       for verb in ("addMeasurement", "checkEarlyStoppingState", "complete", "stop")},
     # Services (mlengine): managed long-running processes and their proxy (developers use it).
     ("POST", "/v1/projects/{project}/services"): "mlengine.services.create",
     ("GET", "/v1/projects/{project}/services"): "mlengine.services.list",

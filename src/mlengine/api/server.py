@@ -64,12 +64,14 @@ def ensure_admin_token(settings: Settings, repo: Any, policies: Any = None) -> N
 
 def build_kinds(settings: Settings, context: Any, env_cache: Any) -> Any:
     """The built-in job kinds, then ``MLE_JOB_KINDS`` (first match wins: tuning before training)."""
+    from mlengine.batch.kind import BatchPredictionKind
     from mlengine.jobs.kinds import KindRegistry, load_kind
     from mlengine.training.kind import TrainingKind
     from mlengine.tuning.kind import TrialKind, TuningKind
 
     training = TrainingKind(context, env_cache)
-    registry = KindRegistry([TuningKind(context, training), training, TrialKind(context, env_cache)])
+    registry = KindRegistry([TuningKind(context, training), training, TrialKind(context, env_cache),
+                             BatchPredictionKind(context)])
     for path in settings.job_kinds:
         registry.register(load_kind(path, context))
     return registry
@@ -108,7 +110,15 @@ def build_components(settings: Settings) -> dict[str, Any]:
              "service_accounts": ServiceAccountRepository(db), "credentials": credentials}
     parts.update(build_serving(settings, db, parts["operations"], policies))
     parts.update(build_services(settings, db))
+    parts["vizier"] = build_vizier(settings, db)
     return parts
+
+
+def build_vizier(settings: Settings, db: Any) -> Any:
+    """The Optimizer (Vizier) API's studies, in the same Optuna storage as tuning jobs'."""
+    from mlengine.tuning.vizier.service import VizierService
+
+    return VizierService(db, settings.tuning_bayesian)
 
 
 def build_operations(settings: Settings, db: Any) -> Any:
@@ -177,12 +187,14 @@ def build_app(settings: Settings, *, on_shutdown: Callable[[], None] | None = No
             on_shutdown()
         scheduler.stop()
         parts["executor"].close()
+        parts["vizier"].close()
 
     app = create_app(settings=settings, job_service=parts["job_service"],
                      token_repo=parts["token_repo"], lifespan=lifespan,
                      model_service=parts["model_service"], serving=parts["serving"],
                      services_manager=parts["services"], operations_runner=parts["operations"],
-                     policies=parts["policies"], service_accounts=parts["service_accounts"])
+                     policies=parts["policies"], service_accounts=parts["service_accounts"],
+                     vizier_service=parts["vizier"])
     return app, parts
 
 

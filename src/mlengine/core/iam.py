@@ -51,6 +51,8 @@ _ML = {
     "operations": ("get", "list", "cancel"),
     "locations": ("get", "list"),
     "projects": ("getConfig",),
+    "studies": ("create", "get", "list", "delete"),
+    "trials": ("create", "get", "list", "update", "delete"),
 }
 ML_PERMISSIONS = frozenset(f"ml.{kind}.{verb}" for kind, verbs in _ML.items() for verb in verbs)
 #: mlengine's own: the server, its tokens, services (managed processes) and the server policy.
@@ -93,6 +95,9 @@ ROLES: dict[str, frozenset[str]] = {
         "ml.versions.get", "ml.versions.list", "ml.versions.predict",
         "ml.operations.get", "ml.operations.list", "ml.locations.get", "ml.locations.list",
         "ml.projects.getConfig", *_PROJECT_READ,
+        # (mlengine) The Optimizer: create studies and run their trials; deleting is an admin's.
+        "ml.studies.create", "ml.studies.get", "ml.studies.list",
+        "ml.trials.create", "ml.trials.get", "ml.trials.list", "ml.trials.update",
         "mlengine.services.create", "mlengine.services.list", "mlengine.services.get",
         "mlengine.services.delete", "mlengine.services.start", "mlengine.services.stop",
         "mlengine.services.use",

@@ -21,6 +21,8 @@ MAX_LABELS = 64
 PROJECT_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 #: Operation ids: letters, digits, '_', '-' and '.', starting with a letter or digit.
 OPERATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+#: Trial ids of the Optimizer (studies): 1, 2, ...
+TRIAL_ID_RE = re.compile(r"^[1-9][0-9]{0,17}$")
 #: Other path segments (service names, token names): like resource ids, '-' allowed.
 SEGMENT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,127}$")
 
@@ -33,6 +35,7 @@ _SEGMENTS: dict[str, tuple[re.Pattern[str], str]] = {
     "version": (RESOURCE_ID_RE, "a version name starts with a letter and holds at most 128 letters, digits "
                                 "or underscores"),
     "operation": (OPERATION_ID_RE, "an operation id holds at most 255 letters, digits, '_', '-' or '.'"),
+    "trial": (TRIAL_ID_RE, "a trial id is a positive integer"),
 }
 
 
