@@ -46,6 +46,9 @@ _KIND_PATH_RE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 _PATHS_VALID = "must be comma-separated absolute paths"
 _ENV_NAMES_VALID = "must be comma-separated variable names or PREFIX* patterns"
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
+_RUNTIMES_VALID = ("must be a JSON object (or the path of a JSON file holding one) mapping each runtime, "
+                   "e.g. \"2.11\" or \"pytorch-1.13\", to a list of requirements, e.g. "
+                   "{\"2.11\": [\"tensorflow-cpu==2.11.*\"]}")
 
 
 # Constrained types; what each accepts is spelled out in error messages by _valid_text.
@@ -238,6 +241,16 @@ class Settings(BaseSettings):
         "model.json/model.ubj/model.bst); custom prediction routines are code either way. See "
         "docs/serving.md, 'Model formats and trust'.", default=True)
 
+    # Runtimes (runtimeVersion, pre-built images) -----------------------------------------------
+    runtimes: Annotated[tuple[tuple[str, tuple[str, ...]], ...], NoDecode] = _env(
+        "MLE_RUNTIMES",
+        "Runtimes that serve a job's or version's runtimeVersion, or a pre-built image's framework: a JSON "
+        "object, or the path of a JSON file, mapping a runtime (\"2.11\", \"tensorflow-2.11\", "
+        "\"pytorch-1.13\") to the requirements uv installs into its environment, e.g. "
+        "{\"2.11\": [\"tensorflow-cpu==2.11.*\"]}. Without a match the server's own packages serve it, with a "
+        "warning on the job or version (docs/runtimes.md).",
+        default=(), json_schema_extra={"valid": _RUNTIMES_VALID})
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -297,6 +310,11 @@ class Settings(BaseSettings):
             if not isinstance(entry, str) or not _ENV_NAME_RE.fullmatch(entry):
                 raise ValueError(_ENV_NAMES_VALID)
         return value
+
+    @field_validator("runtimes", mode="before")
+    @classmethod
+    def _load_runtimes(cls, value: Any) -> Any:
+        return _parse_runtimes(value)
 
     @field_validator("machine_types_file")
     @classmethod
@@ -368,6 +386,11 @@ class Settings(BaseSettings):
         return (os.path.realpath(tempfile.gettempdir()),)
 
     @property
+    def runtime_table(self) -> dict[str, tuple[str, ...]]:
+        """``MLE_RUNTIMES``: runtime → the requirements installed for it."""
+        return dict(self.runtimes)
+
+    @property
     def effective_slots(self) -> int:
         return self.capacity_slots or (os.cpu_count() or 1)
 
@@ -380,6 +403,42 @@ class Settings(BaseSettings):
     def ray_dir(self) -> Path:
         """The local Ray that mlengine starts: its record, auth token and temp dir."""
         return self.home / "ray"
+
+
+def _parse_runtimes(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``MLE_RUNTIMES`` (JSON text or a file path) as sorted ``(runtime, requirements)`` pairs,
+    every requirement checked by PEP 508 (a bad one stops the server, naming the variable)."""
+    import json
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith("{"):
+            try:
+                text = Path(os.path.expanduser(text)).read_text()
+            except OSError as err:
+                raise ValueError(f"cannot read {value}: {err.strerror}") from None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise ValueError(_RUNTIMES_VALID) from None
+    if isinstance(value, tuple):
+        value = dict(value)
+    if not isinstance(value, dict):
+        raise ValueError(_RUNTIMES_VALID)
+    pairs = []
+    for runtime, requirements in value.items():
+        if not isinstance(runtime, str) or not runtime.strip() or not isinstance(requirements, (list, tuple)) \
+                or not all(isinstance(r, str) for r in requirements):
+            raise ValueError(_RUNTIMES_VALID)
+        for requirement in requirements:
+            try:
+                Requirement(requirement)
+            except InvalidRequirement as err:
+                raise ValueError(f"runtime {runtime!r}: {err}") from None
+        pairs.append((runtime.strip(), tuple(requirements)))
+    return tuple(sorted(pairs))
 
 
 def _env_name(field: FieldInfo) -> str:

@@ -25,8 +25,17 @@ Contract
   :func:`mlengine.core.packaging.build_sdist` produce) are built without build isolation,
   with the server's setuptools, like pip does for legacy ``setup.py`` projects: no network
   and no download of setuptools. Others are built in isolation, as uv does by default.
+- A runtime's ``requirements`` (:mod:`mlengine.core.runtimes`, ``MLE_RUNTIMES``) are resolved
+  and installed with the packages, the same way: what the server lacks or has at another version
+  lands in the environment and shadows the server's copy.
+- The server's CPU builds satisfy requirements of their full names: where the server has
+  ``tensorflow-cpu`` (``xgboost-cpu``) and not ``tensorflow`` (``xgboost``), the plan runs with
+  ``--excludes tensorflow``, so a trainer declaring ``tensorflow`` does not get a second 1.8 GB
+  TensorFlow over the same modules. Afterwards every ``Requires-Dist`` of what was installed (and
+  every runtime requirement) naming an excluded distribution is checked against the server's
+  version; one the CPU build does not satisfy is built again without that exclusion.
 - Cached by content: the key is the SHA-256 of the sorted SHA-256s of the package files, the
-  interpreter (path and version) and the names of the distributions installed on the server
+  runtime requirements, the interpreter (path and version) and the names of the distributions installed on the server
   (so upgrading the server invalidates stale environments). A cache hit is a hash of the
   package files plus one ``stat``/small read: well under 50 ms for typical packages.
 - Safe across threads and processes: builds of one key are serialized by ``fcntl.flock`` on
@@ -63,7 +72,9 @@ from mlengine.core.sandbox import SandboxPolicy, replica_environment
 from mlengine.errors import Code, MLEngineError, not_found
 
 Log = Callable[[str], None]
-_LAYOUT_VERSION = "1"
+_LAYOUT_VERSION = "2"
+#: Distributions the server's CPU build stands in for: requirement name → CPU build's name.
+CPU_BUILDS = {"tensorflow": "tensorflow-cpu", "xgboost": "xgboost-cpu"}
 _MANIFEST = "env.json"
 _PLAN_LINE = re.compile(
     r"^ [+~] (?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?"
@@ -211,13 +222,16 @@ class EnvironmentCache:
         self.timeout_seconds = timeout_seconds
 
     # Keys and lookups --------------------------------------------------------------------
-    def key_for(self, packages: Sequence[Path]) -> str:
-        """The content key of an environment holding ``packages`` on this server."""
+    def key_for(self, packages: Sequence[Path], requirements: Sequence[str] = ()) -> str:
+        """The content key of an environment holding ``packages`` (and a runtime's
+        ``requirements``) on this server."""
         digest = hashlib.sha256(f"mlengine-env-{_LAYOUT_VERSION}\0".encode())
         digest.update(f"{self.python}\0{sys.version}\0".encode())
         digest.update(server_fingerprint().encode())
         for h in sorted(sha256_file(p) for p in packages):
             digest.update(h.encode())
+        for requirement in sorted(set(requirements)):
+            digest.update(f"\0req:{requirement}".encode())
         return digest.hexdigest()[:32]
 
     def path_for(self, key: str) -> Path:
@@ -238,21 +252,25 @@ class EnvironmentCache:
         )
 
     # Preparing ---------------------------------------------------------------------------
-    def prepare(self, packages: list[Path], log: Log | None = None) -> PreparedEnvironment:
-        """The environment holding ``packages`` (sdists or wheels), built unless cached.
+    def prepare(self, packages: list[Path], log: Log | None = None,
+                requirements: Sequence[str] = ()) -> PreparedEnvironment:
+        """The environment holding ``packages`` (sdists or wheels) and a runtime's
+        ``requirements`` (PEP 508 strings), built unless cached.
 
-        An empty list gives the server's environment as is (no extra path, ``cached=True``).
+        No packages and no requirements give the server's environment as is (no extra path,
+        ``cached=True``).
         Raises NOT_FOUND for a missing package file and FAILED_PRECONDITION when uv cannot
         resolve or install them.
         """
         say: Log = log or (lambda _line: None)
-        if not packages:
+        requirements = list(dict.fromkeys(requirements))
+        if not packages and not requirements:
             return PreparedEnvironment(key="", python=self.python, pythonpath=[], cached=True)
         packages = list(dict.fromkeys(Path(p).absolute() for p in packages))
         for p in packages:
             if not p.is_file():
                 raise not_found(f"Package {p}")
-        key = self.key_for(packages)
+        key = self.key_for(packages, requirements)
         env = self._load(key, cached=True)
         if env is not None:
             say(f"Using cached environment {key}")
@@ -264,7 +282,7 @@ class EnvironmentCache:
                 say(f"Using cached environment {key}")
                 return env
             self._remove_leftovers(key)
-            self._build(key, packages, say)
+            self._build(key, packages, requirements, say)
         built = self._load(key, cached=False)
         if built is None:  # pragma: no cover - removed behind our back
             raise MLEngineError(Code.INTERNAL, f"Environment {key} vanished after its build.")
@@ -277,25 +295,47 @@ class EnvironmentCache:
         if env_dir.exists():  # no manifest: not a finished environment
             shutil.rmtree(env_dir, ignore_errors=True)
 
-    def _build(self, key: str, packages: list[Path], say: Log) -> None:
+    def _build(self, key: str, packages: list[Path], requirements: list[str], say: Log) -> None:
         noun = "package" if len(packages) == 1 else "packages"
-        say(f"Installing {len(packages)} {noun} into a new environment {key}")
+        what = f"{len(packages)} {noun}" + (f" and runtime requirements {', '.join(requirements)}"
+                                            if requirements else "")
+        say(f"Installing {what} into a new environment {key}")
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=self.root))
         try:
             site = tmp / "site"
-            site.mkdir()
             own, flags = self._requirements(packages)
-            deps = self._plan(own, packages, flags, tmp)
-            if deps:
-                say("Dependencies missing from the server: " + ", ".join(deps))
-            else:
-                say("All dependencies are provided by the server")
-            self._uv_run(["--target", str(site), "--no-deps", *flags, *own, *deps], say, stream=True,
-                         readable=[str(p) for p in packages], writable=[str(tmp)])
+            stand_ins = cpu_stand_ins()
+            excluded = {name for name in stand_ins if not _unsatisfied(name, stand_ins[name], requirements)}
+            while True:
+                shutil.rmtree(site, ignore_errors=True)
+                site.mkdir()
+                deps = self._plan([*own, *requirements], packages, flags, tmp, sorted(excluded))
+                if deps:
+                    say("Dependencies missing from the server: " + ", ".join(deps))
+                else:
+                    say("All dependencies are provided by the server")
+                if own or deps:
+                    self._uv_run(["--target", str(site), "--no-deps", *flags, *own, *deps], say, stream=True,
+                                 readable=[str(p) for p in packages], writable=[str(tmp)])
+                needed = {name: stand_ins[name] for name in excluded}
+                wanted = requires_dist(site)
+                refused = {name for name in excluded if _unsatisfied(name, needed[name], wanted)}
+                for name in sorted(excluded - refused):
+                    if any(_names(req, name) for req in wanted):
+                        build, version = needed[name]
+                        say(f"{name} is provided by the server's {build} {version}")
+                if not refused:
+                    break
+                for name in sorted(refused):
+                    build, version = needed[name]
+                    say(f"The server's {build} {version} does not satisfy the packages' {name} requirement: "
+                        f"installing {name}")
+                excluded -= refused
             shutil.rmtree(tmp / "tmp", ignore_errors=True)  # the confined build's TMPDIR
             manifest = {
                 "layout": _LAYOUT_VERSION,
                 "packages": [p.name for p in packages],
+                "requirements": requirements,
                 "dependencies": deps,
                 "pythonpath": ["site", *_pth_entries(site, tmp)],
                 "bin_dirs": ["site/bin"] if (site / "bin").is_dir() else [],
@@ -318,11 +358,18 @@ class EnvironmentCache:
                 flags += ["--no-build-isolation-package", name]
         return reqs, flags
 
-    def _plan(self, own: list[str], packages: list[Path], flags: list[str], tmp: Path) -> list[str]:
-        """What uv would add to the server's environment for ``own``, minus ``own`` itself."""
+    def _plan(self, own: list[str], packages: list[Path], flags: list[str], tmp: Path,
+              excluded: Sequence[str] = ()) -> list[str]:
+        """What uv would add to the server's environment for ``own``, minus the packages
+        themselves, never installing the ``excluded`` distributions."""
         # --break-system-packages: a dry run writes nothing, and a distro Python marked
         # EXTERNALLY-MANAGED would otherwise refuse even to be looked at.
-        args = ["--dry-run", "--break-system-packages", *flags, *own]
+        args = ["--dry-run", "--break-system-packages", *flags]
+        if excluded:
+            excludes = tmp / "excludes.txt"
+            excludes.write_text("".join(f"{name}\n" for name in excluded))
+            args += ["--excludes", str(excludes)]
+        args += own
         output = self._uv_run(args, None, stream=False, readable=[str(p) for p in packages], writable=[str(tmp)])
         own_uris = {p.as_uri() for p in packages}
         deps: list[str] = []
@@ -364,6 +411,9 @@ class EnvironmentCache:
                 text=True,
                 errors="replace",
                 env=env,
+                # uv reads [tool.uv] of a pyproject.toml above its working directory: builds must
+                # not depend on where the server was started.
+                cwd=writable[0] if writable else None,
             )
         except OSError as err:
             raise MLEngineError(Code.FAILED_PRECONDITION, f"Failed to install the job's packages: {err}") from None
@@ -394,6 +444,58 @@ class EnvironmentCache:
                 reason = f"uv did not finish within {self.timeout_seconds:.0f} s. {reason}"
             raise MLEngineError(Code.FAILED_PRECONDITION, f"Failed to install the job's packages: {reason}")
         return output
+
+
+def cpu_stand_ins() -> dict[str, tuple[str, str]]:
+    """Requirement name → (CPU build, its version) for each CPU build installed on the server
+    whose full-named distribution is not."""
+    from importlib import metadata
+
+    out: dict[str, tuple[str, str]] = {}
+    for name, build in CPU_BUILDS.items():
+        try:
+            metadata.version(name)
+            continue  # the full distribution is there: nothing to stand in for
+        except metadata.PackageNotFoundError:
+            pass
+        try:
+            out[name] = (build, metadata.version(build))
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def requires_dist(site: Path) -> list[str]:
+    """The ``Requires-Dist`` lines of every distribution installed in ``site``."""
+    from email.parser import HeaderParser
+
+    out: list[str] = []
+    for meta in sorted(site.glob("*.dist-info/METADATA")):
+        headers = HeaderParser().parsestr(meta.read_text(errors="replace"))
+        out += headers.get_all("Requires-Dist") or []
+    return out
+
+
+def _names(requirement: str, name: str) -> bool:
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    try:
+        req = Requirement(requirement)
+    except InvalidRequirement:
+        return False
+    if canonicalize_name(req.name) != canonicalize_name(name):
+        return False
+    return req.marker is None or req.marker.evaluate({"extra": ""})
+
+
+def _unsatisfied(name: str, stand_in: tuple[str, str], requirements: Sequence[str]) -> bool:
+    """Whether one of ``requirements`` names ``name`` with a version ``stand_in`` lacks."""
+    from packaging.requirements import Requirement
+
+    version = stand_in[1]
+    return any(not Requirement(r).specifier.contains(version, prereleases=True)
+               for r in requirements if _names(r, name))
 
 
 def server_fingerprint() -> str:

@@ -320,7 +320,8 @@ class ServingManager(ServingEvents):
                                         max_bytes=self.settings.model_max_bytes, envs_dir=self.settings.envs_dir,
                                         uri_policy=uri_policy(self.settings),
                                         allow_pickle=self.settings.model_allow_pickle,
-                                        confinement=build_confinement(self.settings))
+                                        confinement=build_confinement(self.settings),
+                                        requirements=specs.version_runtime(row.spec, self.settings).requirements)
         if op is None:  # a version without its operation (created by an older server): stage here
             return await asyncio.to_thread(staging.stage_version, payload)
         result: dict[str, Any] = await self.operations.run_worker(op, staging.STAGE_FUNCTION, payload, step="stage")

@@ -5,9 +5,12 @@ Everything is checked before anything is stored; each error names the field
 are refused, as AI Platform does. Every input field of ``GoogleCloudMlV1__Version`` and
 ``__Model`` either works or is refused with 501 UNIMPLEMENTED naming it
 (:data:`UNIMPLEMENTED_VERSION_FIELDS`, :data:`UNIMPLEMENTED_MODEL_FLAGS`); none is accepted and
-silently dropped. ``runtimeVersion`` and ``regions`` are recorded and shown (the server's
-installed frameworks and its one region serve every version); ``machineType`` names one of
-:data:`MACHINE_TYPES` and caps the CPUs each replica uses.
+silently dropped. ``runtimeVersion`` and ``pythonVersion`` are recorded as sent and served by a
+configured runtime (``MLE_RUNTIMES``: its requirements go into the version's environment) or by
+the server's own packages, with the difference in the version's ``warnings``
+(:func:`version_runtime`, :mod:`mlengine.core.runtimes`); ``regions`` are recorded (the
+server's one region serves every version); ``machineType`` names one of :data:`MACHINE_TYPES`
+and caps the CPUs each replica uses.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from mlengine.config import Settings
 from mlengine.core.names import short_name, validate_labels
+from mlengine.core.runtimes import RuntimeChoice, check_python_version, check_runtime_version, resolve
 from mlengine.core.timeutil import rfc3339
 from mlengine.errors import Code, MLEngineError, invalid
 from mlengine.prediction.frameworks._base import FRAMEWORKS
@@ -31,7 +35,7 @@ MODEL_OUTPUT = frozenset({"etag", "defaultVersion"})
 MODEL_INPUT = frozenset({"name", "description", "labels", "regions", "onlinePredictionLogging",
                          "onlinePredictionConsoleLogging"})
 VERSION_OUTPUT = frozenset({"state", "createTime", "isDefault", "etag", "errorMessage", "lastUseTime",
-                            "lastMigrationModelId", "lastMigrationTime", "replicas"})
+                            "lastMigrationModelId", "lastMigrationTime", "replicas", "warnings"})
 VERSION_INPUT = frozenset({"name", "description", "deploymentUri", "framework", "runtimeVersion", "pythonVersion",
                            "autoScaling", "manualScaling", "predictionClass", "packageUris", "labels",
                            "machineType"})
@@ -55,6 +59,8 @@ MACHINE_TYPES: dict[str, int] = {
     **{f"n1-{family}-{n}": n for family in ("standard", "highmem", "highcpu") for n in (2, 4, 8, 16, 32)},
 }
 SERVER_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+#: A version's ``framework`` → the framework a runtimeVersion warning names.
+_RUNTIME_FRAMEWORKS = {"SCIKIT_LEARN": "scikit-learn", "XGBOOST": "xgboost", "PYTORCH": "pytorch"}
 
 
 def unimplemented(field: str, why: str) -> MLEngineError:
@@ -185,21 +191,23 @@ def validate_version(body: Any, settings: Settings | None = None) -> dict[str, A
         if framework not in FRAMEWORKS:
             raise invalid("framework", f"must be one of {', '.join(FRAMEWORKS)}, got {body['framework']!r}")
         spec["framework"] = framework
-    for key in ("description", "runtimeVersion"):
-        value = _string(body, key)
-        if value:
-            spec[key] = value
+    description = _string(body, "description")
+    if description:
+        spec["description"] = description
+    runtime = check_runtime_version(_string(body, "runtimeVersion"), "runtimeVersion")
+    if runtime:
+        spec["runtimeVersion"] = runtime
     machine = _string(body, "machineType")
     if machine:
         if machine not in MACHINE_TYPES:
             raise invalid("machineType", f"{machine!r} is not a prediction machine type; use one of "
                           f"{', '.join(MACHINE_TYPES)}")
         spec["machineType"] = machine
-    python = _string(body, "pythonVersion")
-    if python and python != SERVER_PYTHON:
-        raise invalid("pythonVersion", f"Python {python} is not available on this server; it runs Python "
-                      f"{SERVER_PYTHON}")
+    python = check_python_version(_string(body, "pythonVersion"), "pythonVersion")
     spec["pythonVersion"] = python or SERVER_PYTHON
+    warnings = version_runtime(spec, settings, asked_python=python).warnings
+    if warnings:
+        spec["warnings"] = list(warnings)
     spec.update(validate_scaling(body))
     prediction_class = _string(body, "predictionClass")
     if prediction_class:
@@ -221,6 +229,16 @@ def validate_version(body: Any, settings: Settings | None = None) -> dict[str, A
     if settings is not None and not settings.model_allow_pickle and uris.is_local(uri):
         _refuse_local_pickle(uri, spec)
     return spec
+
+
+def version_runtime(spec: Mapping[str, Any], settings: Settings | None, *,
+                    asked_python: str | None = None) -> RuntimeChoice:
+    """What serves a version's runtimeVersion/pythonVersion (``asked_python``: as the client sent
+    it; a stored spec records the server's when it sent none), with its warnings."""
+    python = asked_python if asked_python is not None else spec.get("pythonVersion")
+    return resolve(settings.runtime_table if settings is not None else {},
+                   runtime_version=spec.get("runtimeVersion"), python_version=python,
+                   framework=_RUNTIME_FRAMEWORKS.get(str(spec.get("framework")), "tensorflow"))
 
 
 def _refuse_local_pickle(uri: str, spec: Mapping[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 :func:`stage_version` copies the ``deploymentUri`` into the version's managed directory
 (safely, see :mod:`mlengine.prediction.deploy`), resolves the framework, fetches the
-``packageUris`` and installs them into a cached environment. It runs in a worker process of
+``packageUris`` and installs them (and the requirements of the runtime that serves its
+``runtimeVersion``, ``MLE_RUNTIMES``) into a cached environment. It runs in a worker process of
 :mod:`mlengine.jobs.operations` (its own process group), so cancelling the operation kills it
 and everything it started (``uv``, package builds). It is idempotent: running it again for the
 same version redoes the copy and reuses the environment cache.
@@ -25,10 +26,11 @@ STAGE_FUNCTION = "mlengine.prediction.staging:stage_version"
 
 def stage_payload(root: Path, spec: dict[str, Any], *, max_files: int, max_bytes: int,
                   envs_dir: Path, uri_policy: UriPolicy | None = None, allow_pickle: bool = True,
-                  confinement: BuildConfinement | None = None) -> dict[str, Any]:
+                  confinement: BuildConfinement | None = None,
+                  requirements: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """The JSON payload of :func:`stage_version` for a version's ``spec``; ``uri_policy`` is
     the server's (the URIs are checked against it again when they are read), ``allow_pickle``
-    its ``MLE_MODEL_ALLOW_PICKLE``."""
+    its ``MLE_MODEL_ALLOW_PICKLE``, ``requirements`` its runtime's."""
     return {
         "root": str(root), "deploymentUri": spec["deploymentUri"], "framework": spec.get("framework"),
         "predictionClass": spec.get("predictionClass"), "packageUris": list(spec.get("packageUris") or []),
@@ -36,6 +38,7 @@ def stage_payload(root: Path, spec: dict[str, Any], *, max_files: int, max_bytes
         "uriPolicy": uri_policy.to_json() if uri_policy is not None else None, "allowPickle": allow_pickle,
         "buildConfinement": ({"hidden": list(confinement.hidden), "inherit": list(confinement.inherit)}
                              if confinement is not None else None),
+        "requirements": list(requirements),
     }
 
 
@@ -55,7 +58,7 @@ def stage_version(payload: dict[str, Any]) -> dict[str, Any]:
     shutil.rmtree(model_dir, ignore_errors=True)
     deploy.stage(source, model_dir)
     pythonpath: list[str] = []
-    if payload.get("packageUris"):
+    if payload.get("packageUris") or payload.get("requirements"):
         from mlengine.core.environments import EnvironmentCache
         from mlengine.storage import uris
 
@@ -69,6 +72,6 @@ def stage_version(payload: dict[str, Any]) -> dict[str, Any]:
         confinement = (BuildConfinement(tuple(confined["hidden"]), tuple(confined["inherit"]))
                        if confined else None)
         cache = EnvironmentCache(Path(payload["envsDir"]), confinement=confinement)
-        pythonpath = list(cache.prepare(paths).pythonpath)
+        pythonpath = list(cache.prepare(paths, requirements=payload.get("requirements") or ()).pythonpath)
     return {"root": str(root), "modelDir": str(model_dir), "framework": framework, "pythonpath": pythonpath,
             "zygoteKind": zygote_kind(framework, payload.get("predictionClass"), source.top_level)}

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mlengine.core.runtimes import PrebuiltImage, check_python_version, check_runtime_version, parse_image_uri
 from mlengine.errors import invalid
 from mlengine.training.cluster import replica_counts
 
@@ -30,6 +31,7 @@ TRAINING_INPUT_FIELDS = frozenset(
 #: (never one whose trainer exited non-zero) is started again.
 SCHEDULING_FIELDS = frozenset({"maxRunningTime", "maxWaitTime", "priority", "maxRetries"})
 MAX_RETRIES = 10
+REPLICA_CONFIGS = ("masterConfig", "workerConfig", "parameterServerConfig", "evaluatorConfig")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class TrainingSpec:
     max_running_seconds: float | None
     max_wait_seconds: float | None
     max_retries: int = 0
+    image: PrebuiltImage | None = None
 
 
 def parse_duration(value: Any, field: str) -> float:
@@ -67,16 +70,22 @@ def validate_training_input(ti: Any) -> TrainingSpec:
             raise invalid(f"trainingInput.{key}", f"unknown field {key!r} in TrainingInput")
     training_input = dict(ti)
 
-    for config_key in ("masterConfig", "workerConfig", "parameterServerConfig", "evaluatorConfig"):
+    for config_key in REPLICA_CONFIGS:
         config = training_input.get(config_key) or {}
         if not isinstance(config, Mapping):
             raise invalid(f"trainingInput.{config_key}", "must be an object")
-        if config.get("imageUri") or config.get("containerCommand"):
+        uri = config.get("imageUri")
+        if uri is not None and not isinstance(uri, str):
+            raise invalid(f"trainingInput.{config_key}.imageUri", "must be a string")
+        # Google's pre-built framework images run the package with the server's environment
+        # (core/runtimes.py); any other image is a custom container.
+        if (uri and parse_image_uri(uri) is None) or config.get("containerCommand"):
             raise invalid(
                 f"trainingInput.{config_key}.imageUri",
                 "custom containers need Docker, which mlengine does not use: submit a Python "
                 "package with packageUris and pythonModule instead",
             )
+    image = prebuilt_image(training_input)
 
     module = training_input.get("pythonModule")
     if not isinstance(module, str) or not module.strip():
@@ -98,6 +107,11 @@ def validate_training_input(ti: Any) -> TrainingSpec:
                 "parameterServerType", "evaluatorType", "serviceAccount", "network"):
         if key in training_input and not isinstance(training_input[key], str):
             raise invalid(f"trainingInput.{key}", "must be a string")
+    runtime = check_runtime_version(training_input.get("runtimeVersion"), "trainingInput.runtimeVersion")
+    check_python_version(training_input.get("pythonVersion"), "trainingInput.pythonVersion")
+    if runtime and image is not None:
+        raise invalid("trainingInput.runtimeVersion", "set either runtimeVersion or a pre-built image "
+                      f"({image_field(training_input)}), not both")
 
     max_running = max_wait = None
     retries = 0
@@ -119,4 +133,30 @@ def validate_training_input(ti: Any) -> TrainingSpec:
             if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RETRIES:
                 raise invalid("trainingInput.scheduling.maxRetries",
                               f"must be an integer from 0 to {MAX_RETRIES}, got {scheduling['maxRetries']!r}")
-    return TrainingSpec(training_input, max_running, max_wait, retries)
+    return TrainingSpec(training_input, max_running, max_wait, retries, image)
+
+
+def image_field(training_input: Mapping[str, Any]) -> str:
+    """The field naming the job's pre-built image (the first replica config with an imageUri)."""
+    for config_key in REPLICA_CONFIGS:
+        if ((training_input.get(config_key) or {}).get("imageUri")):
+            return f"trainingInput.{config_key}.imageUri"
+    return "trainingInput.masterConfig.imageUri"
+
+
+def prebuilt_image(training_input: Mapping[str, Any]) -> PrebuiltImage | None:
+    """The pre-built image the job's replicas name (one environment serves every replica, so
+    they must agree on framework and version); None when none names one."""
+    first: tuple[str, PrebuiltImage] | None = None
+    for config_key in REPLICA_CONFIGS:
+        uri = (training_input.get(config_key) or {}).get("imageUri")
+        image = parse_image_uri(uri) if isinstance(uri, str) and uri else None
+        if image is None:
+            continue
+        if first is None:
+            first = (config_key, image)
+        elif (image.framework, image.version) != (first[1].framework, first[1].version):
+            raise invalid(f"trainingInput.{config_key}.imageUri",
+                          f"{image.label} differs from {first[1].label} of trainingInput.{first[0]}.imageUri: "
+                          "one environment serves every replica of a job")
+    return first[1] if first else None

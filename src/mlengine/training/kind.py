@@ -4,7 +4,12 @@ workers, parameter servers, evaluators) running the user's package.
 - validate: :func:`~mlengine.training.jobspec.validate_training_input`, machine types, and the
   URIs the server will read (package archives are opened and checked);
 - plan: one replica per task, asking for its machine type's resources;
-- prepare: fetch the packages, install them into a cached environment, check the module exists;
+- runtime: ``runtimeVersion``, ``pythonVersion`` or a pre-built ``imageUri`` resolved by
+  :func:`mlengine.core.runtimes.resolve`: a configured runtime's requirements go into the job's
+  environment; any difference from what was asked is a warning on the job (``warnings``) and in
+  its log;
+- prepare: fetch the packages, install them (and the runtime's requirements) into a cached
+  environment, check the module exists;
 - command: ``python -m MODULE ARGS [--job-dir DIR]`` with ``TF_CONFIG``, ``CLUSTER_SPEC``,
   ``CLOUD_ML_*`` and the PyTorch rendezvous variables;
 - sandbox: replicas read the job's environment and write its hypertune directory and local
@@ -22,6 +27,7 @@ from typing import Any, ClassVar
 
 from mlengine.config import Settings
 from mlengine.core.names import validate_job_id, validate_labels
+from mlengine.core.runtimes import RuntimeChoice, resolve
 from mlengine.errors import MLEngineError, invalid
 from mlengine.jobs.executors import Placement, ReplicaRequest
 from mlengine.jobs.kinds import (
@@ -39,7 +45,7 @@ from mlengine.jobs.sandboxing import job_dir_problem
 from mlengine.storage.policy import uri_policy
 from mlengine.store.models import JobRow
 from mlengine.training import cluster
-from mlengine.training.jobspec import validate_training_input
+from mlengine.training.jobspec import image_field, prebuilt_image, validate_training_input
 from mlengine.training.machines import machine_table, replica_resources
 from mlengine.training.preparation import ModuleProbe, fetch_packages
 
@@ -116,6 +122,12 @@ class TrainingKind(JobKind):
     def _table(self) -> Mapping[str, Any]:
         return machine_table(self.context.settings.machine_types_path)
 
+    def runtime(self, training_input: Mapping[str, Any]) -> RuntimeChoice:
+        """What serves the job's runtimeVersion/pythonVersion/pre-built image, with its warnings."""
+        return resolve(self.context.settings.runtime_table, runtime_version=training_input.get("runtimeVersion"),
+                       python_version=training_input.get("pythonVersion"), image=prebuilt_image(training_input),
+                       image_field=image_field(training_input))
+
     def validate(self, project: str, body: Mapping[str, Any]) -> Submission:
         job_id = validate_job_id(body.get("jobId"))
         labels = validate_labels(body.get("labels"))
@@ -123,14 +135,19 @@ class TrainingKind(JobKind):
         replica_requests(spec.training_input, self._table())  # unknown machine types, bad accelerators
         check_uris(spec.training_input, self.context.settings)
         return Submission(job_id, spec.training_input, labels, spec.max_running_seconds, spec.max_wait_seconds,
-                          max_retries=spec.max_retries)
+                          max_retries=spec.max_retries, kind_state=self.runtime(spec.training_input).record())
 
     def plan(self, job: JobRow) -> list[ReplicaRequest]:
         return replica_requests(job.input, self._table())
 
     def prepare(self, job: JobRow, paths: JobPaths, log: Any) -> Any:
         packages = fetch_packages(job, paths, uri_policy(self.context.settings))
-        env = self.env_cache.prepare(packages, log=log)
+        choice = self.runtime(job.input)
+        for warning in choice.warnings:
+            log(warning, "WARNING")
+        if choice.runtime is not None:
+            log(f"Runtime {choice.runtime} (MLE_RUNTIMES): {', '.join(choice.requirements) or 'no requirements'}")
+        env = self.env_cache.prepare(packages, log=log, requirements=choice.requirements)
         self._module_probe.check(job, env)
         paths.metric_file.parent.mkdir(parents=True, exist_ok=True)
         return env

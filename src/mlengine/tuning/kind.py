@@ -55,7 +55,8 @@ class TuningKind(JobKind):
         parse_hyperparameters(submission.input.get("hyperparameters"))
         kind_state, output = admit(self.context.repo, project, submission.input)
         return Submission(submission.job_id, submission.input, submission.labels,
-                          submission.max_running_seconds, submission.max_wait_seconds, output, kind_state)
+                          submission.max_running_seconds, submission.max_wait_seconds, output,
+                          {**submission.kind_state, **kind_state})  # the training kind's runtime warnings
 
     def drive(self, active: list[JobRow]) -> None:
         self.tuner.tick(active)

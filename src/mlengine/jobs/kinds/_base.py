@@ -41,7 +41,9 @@ Cancellation and deadlines still go through the scheduler's one path: a controll
 CANCELLING (with the reason as its error message) and ends it when its children are done.
 
 Rendering (any thread): :meth:`JobKind.render` returns the kind's fields of the ``Job``
-resource (``{"trainingInput": ..., "trainingOutput": ...}``).
+resource (``{"trainingInput": ..., "trainingOutput": ...}``), plus mlengine's ``warnings``: the
+list a kind recorded in ``kind_state["warnings"]`` at submission (e.g. a runtimeVersion served
+by the server's own packages, :mod:`mlengine.core.runtimes`).
 """
 
 from __future__ import annotations
@@ -171,4 +173,8 @@ class JobKind(abc.ABC):
 
     # Rendering ------------------------------------------------------------------------------
     def render(self, job: JobRow) -> dict[str, Any]:
-        return {self.input_field: job.input or {}, self.output_field: job.output or {}}
+        fields: dict[str, Any] = {self.input_field: job.input or {}, self.output_field: job.output or {}}
+        warnings = (job.kind_state or {}).get("warnings")
+        if warnings:
+            fields["warnings"] = list(warnings)
+        return fields
