@@ -16,6 +16,9 @@ Fixtures
 ``mle_home`` (function)
     A fresh, short ``MLE_HOME`` under /tmp (unix sockets have a 108-byte path limit) with
     ``MLE_API_URL``, ``MLE_TOKEN``, ``MLE_DATABASE_URL`` and ``MLE_PROJECT`` unset.
+``_venv_python_on_path`` (session, automatic)
+    ``python`` on PATH is this interpreter, as for a user whose environment is active:
+    ``mle local train`` runs the ``python`` on PATH (as gcloud does).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -222,6 +226,18 @@ def _start_postgres() -> _PgServer:
             server.stop()
             shutil.rmtree(root, ignore_errors=True)
     pytest.fail(f"could not start a PostgreSQL test server: {last_error}", pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _venv_python_on_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    bin_dir = tmp_path_factory.mktemp("python-on-path")
+    wrapper = bin_dir / "python"  # not a symlink: a venv's python finds its venv by its own path
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    before = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{before}"
+    yield
+    os.environ["PATH"] = before
 
 
 @pytest.fixture(scope="session")

@@ -112,7 +112,7 @@ def test_cancel(mle: Run, client: Client, project: str, trainer_package: Path) -
     assert wait_for_job(client, project, "j1")["state"] == "CANCELLED"
     again = mle("jobs", "cancel", "j1")
     assert again.exit_code == 1
-    assert "ERROR: (mle.jobs.cancel) Job projects/" in again.stderr and "already in a terminal state" in again.stderr
+    assert again.stderr == "ERROR: (mle.jobs.cancel) Cannot cancel an already completed job.\n"
 
 
 def test_update_labels_read_modify_write(mle: Run, server: InProcessServer, client: Client, project: str,

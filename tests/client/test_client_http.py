@@ -34,7 +34,7 @@ def test_status_name_wins_over_http_code(client: Client, project: str, trainer_p
     with pytest.raises(MLEngineError) as info:
         client.cancel_job(project, "done")
     assert info.value.code is Code.FAILED_PRECONDITION
-    assert info.value.message == f"Job projects/{project}/jobs/done is already in a terminal state: SUCCEEDED"
+    assert info.value.message == "Cannot cancel an already completed job."
 
 
 def test_prediction_errors_are_rebuilt(client: Client, project: str) -> None:

@@ -106,7 +106,7 @@ def test_cancel_queued_and_running(h: Harness) -> None:
     h.submit("q")
     h.service.cancel("p", "q")
     assert h.job("q").state == states.CANCELLED
-    with pytest.raises(MLEngineError, match="already in a terminal state: CANCELLED"):
+    with pytest.raises(MLEngineError, match="Cannot cancel an already completed job."):
         h.service.cancel("p", "q")
     h.submit("r")
     h.running("r")

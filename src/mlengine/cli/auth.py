@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from mlengine.cli import output
@@ -10,6 +12,8 @@ from mlengine.cli.iam import add_iam_commands, server_resource
 from mlengine.client.connection import resolve_token
 
 ROLES = ("viewer", "editor", "admin")
+TOKENS_TABLE = ("table(name, principal, groups.join(','), roles.join(','):label=SERVER_ROLES, "
+                "createTime.date():label=CREATED)")
 
 
 @click.group(cls=MleGroup)
@@ -66,10 +70,8 @@ def _role(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 @click.option("--service-account", metavar="EMAIL", default=None,
               help="Make a token of this service account (ID@PROJECT.iam.mlengine) instead of a user's; "
                    "--role defaults to none then.")
-@click.option("--format", "fmt", type=click.Choice(("text", "json", "yaml")), default="text",
-              show_default=True, help="Output format.")
-def create_token(name: str, role: str, user: str | None, groups: tuple[str, ...], service_account: str | None,
-                 fmt: str) -> None:
+def create_token(name: str, role: str, user: str | None, groups: tuple[str, ...], service_account: str | None
+                 ) -> None:
     """Create an access token NAME and print it (it is shown only once).
 
     \b
@@ -78,43 +80,34 @@ def create_token(name: str, role: str, user: str | None, groups: tuple[str, ...]
       export MLE_TOKEN=$(mle auth create-token ci --role editor)
       mle auth create-token bob-laptop --user bob --group analysts --role none
       mle auth create-token deployer --service-account deployer@mlengine.iam.mlengine
+      mle auth create-token ci2 --role editor --format json
     """
     source = click.get_current_context().get_parameter_source("role")
     if service_account and source is click.core.ParameterSource.DEFAULT:
         role = "none"
     created = client().create_token(name, None if role == "none" else role, user=user, groups=groups,
                                     service_account=service_account)
-    if fmt != "text":
-        output.emit(created, fmt)
-        return
+    output.print_resource(created, _print_token)
+
+
+def _print_token(created: dict[str, Any]) -> None:
     roles = ", ".join(created.get("roles") or []) or "no server-wide role"
-    output.status(f"Created token [{created.get('name', name)}] for [{created.get('principal')}] ({roles}). "
+    output.status(f"Created token [{created.get('name')}] for [{created.get('principal')}] ({roles}). "
                   "Store it now: it cannot be shown again.")
     click.echo(created["token"])
 
 
 @auth.command("list-tokens")
-@click.option("--format", "fmt", type=click.Choice(output.FORMATS), default="table",
-              show_default=True, help="Output format.")
-def list_tokens(fmt: str) -> None:
+def list_tokens() -> None:
     """List the access tokens (names, principals, server-wide roles; never the secrets).
 
     \b
     Examples:
       mle auth list-tokens
       mle auth list-tokens --format json
+      mle auth list-tokens --format 'value(name)'
     """
-    tokens = client().list_tokens()
-    if fmt != "table":
-        output.emit(tokens, fmt)
-        return
-    if not tokens:
-        output.status("Listed 0 items.")
-        return
-    rows = [{**t, "createTime": output.short_time(t.get("createTime")), "roles": ",".join(t.get("roles") or []),
-             "groups": ",".join(t.get("groups") or [])} for t in tokens]
-    click.echo(output.table(rows, [("NAME", "name"), ("PRINCIPAL", "principal"), ("GROUPS", "groups"),
-                                   ("SERVER_ROLES", "roles"), ("CREATED", "createTime")]))
+    output.print_list(client().list_tokens(), TOKENS_TABLE)
 
 
 @auth.command("revoke-token")
@@ -150,22 +143,15 @@ def create_service_account(account_id: str, project: str | None, display_name: s
 
 @auth.command("list-service-accounts")
 @project_option
-@click.option("--format", "fmt", type=click.Choice(output.FORMATS), default="table", show_default=True)
-def list_service_accounts(project: str | None, fmt: str) -> None:
+def list_service_accounts(project: str | None) -> None:
     """List the service accounts of a project.
 
     \b
     Examples:
       mle auth list-service-accounts --project mlengine
+      mle auth list-service-accounts --format 'value(email)'
     """
-    accounts = client().list_service_accounts(project_of(project))
-    if fmt != "table":
-        output.emit(accounts, fmt)
-        return
-    if not accounts:
-        output.status("Listed 0 items.")
-        return
-    click.echo(output.table(accounts, [("EMAIL", "email"), ("DISPLAY_NAME", "displayName")]))
+    output.print_list(client().list_service_accounts(project_of(project)), "table(email, displayName)")
 
 
 @auth.command("delete-service-account")

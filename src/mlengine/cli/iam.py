@@ -16,7 +16,6 @@ from mlengine.cli.core import client, fail, project_of, project_option
 
 #: ``(argument or None, --project or None) -> resource name`` (``projects/p/jobs/j``, ``server``).
 Resolver = Callable[[str | None, str | None], str]
-POLICY_FORMATS = ("yaml", "json")
 
 
 def parse_condition(text: str | None) -> dict[str, str] | None:
@@ -71,9 +70,6 @@ def add_iam_commands(group: click.Group, noun: str, resolve: Resolver, example: 
     def target(kwargs: dict[str, Any]) -> str:
         return resolve(kwargs.get(noun.lower()) if noun else None, kwargs.get("project"))
 
-    fmt_option = click.option("--format", "fmt", type=click.Choice(POLICY_FORMATS), default="yaml",
-                              show_default=True, help="Output format.")
-
     @group.command("get-iam-policy", help=f"""Show the IAM policy of {what}.
 
     \b
@@ -82,9 +78,8 @@ def add_iam_commands(group: click.Group, noun: str, resolve: Resolver, example: 
       {prefix} get-iam-policy{arg} --format json > policy.json""")
     @argument
     @project
-    @fmt_option
-    def get_policy(fmt: str, **kwargs: Any) -> None:
-        output.emit(client().get_iam_policy(target(kwargs), requested_version=3), fmt)
+    def get_policy(**kwargs: Any) -> None:
+        output.print_resource(client().get_iam_policy(target(kwargs), requested_version=3))
 
     @group.command("set-iam-policy", help=f"""Replace the IAM policy of {what} with POLICY_FILE
     (JSON or YAML, as get-iam-policy prints it). Its etag, when present, must still be the
@@ -98,12 +93,11 @@ def add_iam_commands(group: click.Group, noun: str, resolve: Resolver, example: 
     @argument
     @click.argument("policy_file", type=click.Path(dir_okay=False, path_type=Path))
     @project
-    @fmt_option
-    def set_policy(policy_file: Path, fmt: str, **kwargs: Any) -> None:
+    def set_policy(policy_file: Path, **kwargs: Any) -> None:
         resource = target(kwargs)
         updated = client().set_iam_policy(resource, read_policy(policy_file))
         output.status(f"Updated IAM policy for [{resource}].")
-        output.emit(updated, fmt)
+        output.print_resource(updated)
 
     member_option = click.option("--member", required=True, metavar="MEMBER",
                                  help="user:NAME, group:NAME, serviceAccount:ID@PROJECT.iam.mlengine or "
@@ -124,12 +118,11 @@ def add_iam_commands(group: click.Group, noun: str, resolve: Resolver, example: 
     @click.option("--condition", metavar="expression=EXPR,title=TITLE", default=None,
                   help='Grant only while request.time < timestamp("RFC 3339") holds.')
     @project
-    @fmt_option
-    def add_binding(member: str, role: str, condition: str | None, fmt: str, **kwargs: Any) -> None:
+    def add_binding(member: str, role: str, condition: str | None, **kwargs: Any) -> None:
         resource = target(kwargs)
         updated = client().add_iam_policy_binding(resource, member, role, parse_condition(condition))
         output.status(f"Updated IAM policy for [{resource}].")
-        output.emit(updated, fmt)
+        output.print_resource(updated)
 
     @group.command("remove-iam-policy-binding", help=f"""Take ROLE away from MEMBER on {what}.
 
@@ -140,12 +133,11 @@ def add_iam_commands(group: click.Group, noun: str, resolve: Resolver, example: 
     @member_option
     @role_option
     @project
-    @fmt_option
-    def remove_binding(member: str, role: str, fmt: str, **kwargs: Any) -> None:
+    def remove_binding(member: str, role: str, **kwargs: Any) -> None:
         resource = target(kwargs)
         updated = client().remove_iam_policy_binding(resource, member, role)
         output.status(f"Updated IAM policy for [{resource}].")
-        output.emit(updated, fmt)
+        output.print_resource(updated)
 
 
 def job_resource(job: str | None, project: str | None) -> str:

@@ -23,6 +23,8 @@ from mlengine.cli.submit import submit
 from mlengine.errors import Code, MLEngineError
 
 UPDATE_ATTEMPTS = 5
+#: gcloud's table of ``jobs list`` (CREATED without fractions of a second).
+JOBS_TABLE = "table(jobId, state:label=STATUS, createTime.date():label=CREATED)"
 
 
 @click.group(cls=MleGroup)
@@ -54,11 +56,7 @@ add_iam_commands(jobs, "JOB", job_resource, "my_job", "training job JOB", "roles
               help="Show at most this many jobs.")
 @click.option("--page-size", type=click.IntRange(min=1), default=None,
               help="Jobs per request to the server (all pages are read).")
-@click.option("--format", "fmt", type=click.Choice(output.FORMATS), default="table",
-              show_default=True, help="Output format.")
-def list_jobs(
-    project: str | None, filter_: str | None, limit: int | None, page_size: int | None, fmt: str
-) -> None:
+def list_jobs(project: str | None, filter_: str | None, limit: int | None, page_size: int | None) -> None:
     """List training jobs (JOB_ID, STATUS, CREATED), newest first.
 
     \b
@@ -66,37 +64,28 @@ def list_jobs(
       mle jobs list
       mle jobs list --filter 'state=FAILED' --limit 10
       mle jobs list --filter 'labels.owner=ann' --format json
+      mle jobs list --format 'value(jobId)'
+      mle jobs list --format 'csv(jobId,state,trainingInput.scaleTier)'
     """
     found = list(itertools.islice(
         client().list_jobs(project_of(project), filter=filter_, page_size=page_size), limit
     ))
-    if fmt != "table":
-        output.emit(found, fmt)
-        return
-    if not found:
-        output.status("Listed 0 items.")
-        return
-    rows = [
-        {"jobId": j.get("jobId"), "state": j.get("state"), "created": output.short_time(j.get("createTime"))}
-        for j in found
-    ]
-    click.echo(output.table(rows, [("JOB_ID", "jobId"), ("STATUS", "state"), ("CREATED", "created")]))
+    output.print_list(found, JOBS_TABLE)
 
 
 @jobs.command()
 @click.argument("job")
 @project_option
-@click.option("--format", "fmt", type=click.Choice(("yaml", "json")), default="yaml",
-              show_default=True, help="Output format.")
 @click.option("--summarize", is_flag=True,
               help="Tables instead of the whole resource; a tuning job's trials best first.")
-def describe(job: str, project: str | None, fmt: str, summarize: bool) -> None:
+def describe(job: str, project: str | None, summarize: bool) -> None:
     """Show everything about training job JOB.
 
     \b
     Examples:
       mle jobs describe my_job
       mle jobs describe my_job --format json
+      mle jobs describe my_job --format 'value(state)'
       mle jobs describe my_tuning_job --summarize
     """
     found = client().get_job(project_of(project), job)
@@ -105,7 +94,7 @@ def describe(job: str, project: str | None, fmt: str, summarize: bool) -> None:
 
         click.echo(summary(found))
         return
-    output.emit(found, fmt)
+    output.print_resource(found)
 
 
 @jobs.command("stream-logs")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from mlengine.cli import output
-from mlengine.cli.core import MleGroup, fail
+from mlengine.cli.core import MleGroup, bool_value_option, fail
 
 
 @click.group(cls=MleGroup)
@@ -39,14 +39,17 @@ def local() -> None:
               help="Evaluators with --distributed (default 0).")
 @click.option("--start-port", type=click.IntRange(1, 65535), default=27182, show_default=True,
               help="First of the consecutive ports of the cluster (with --distributed).")
-@click.option("--use-chief-in-tf-config", is_flag=True,
-              help="Name the first task 'chief' instead of 'master' in TF_CONFIG.")
+@bool_value_option("--use-chief-in-tf-config",
+                   "Name the first task 'chief' instead of 'master' in TF_CONFIG (bare flag or =true|false).")
 def train(
     user_args: tuple[str, ...], package_path: str, module_name: str, job_dir: str | None,
     distributed: bool, worker_count: int | None, parameter_server_count: int | None,
-    evaluator_count: int | None, start_port: int, use_chief_in_tf_config: bool,
+    evaluator_count: int | None, start_port: int, use_chief_in_tf_config: bool | None,
 ) -> None:
     """Run a trainer package locally: `python -m MODULE USER_ARGS [--job-dir DIR]`.
+
+    `python` is the one found on PATH (your environment, with its frameworks), as gcloud runs
+    it; without one on PATH, mlengine's own interpreter runs the trainer.
 
     The working directory is the parent of --package-path; the trainer sees the same
     environment as on the server (TF_CONFIG, CLUSTER_SPEC, CLOUD_ML_JOB_ID=local,
@@ -59,8 +62,10 @@ def train(
       mle local train --package-path trainer --module-name trainer.task -- --epochs 1
       mle local train --package-path trainer --module-name trainer.task \\
           --job-dir /tmp/out --distributed --worker-count 2 --parameter-server-count 1
+      mle local train --package-path trainer --module-name trainer.task \\
+          --distributed --use-chief-in-tf-config=true
     """
-    from mlengine.cli.local_runner import LocalTrain, TaskFailed, plan
+    from mlengine.cli.local_runner import LocalTrain, TaskFailed, plan, user_python
     from mlengine.client.staging import absolute_uri
 
     if not distributed and any(v for v in (worker_count, parameter_server_count, evaluator_count)):
@@ -72,15 +77,18 @@ def train(
             workers=2 if worker_count is None else worker_count,
             parameter_servers=2 if parameter_server_count is None else parameter_server_count,
             evaluators=evaluator_count or 0, start_port=start_port,
-            use_chief=use_chief_in_tf_config,
+            use_chief=bool(use_chief_in_tf_config),
         )
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="'--start-port'") from None
+    python, on_path = user_python()
+    if not on_path:
+        output.status(f"No `python` on PATH: running the trainer with {python}.")
     with tempfile.TemporaryDirectory(prefix="mle-local-train-") as tmp:
         run = LocalTrain(
             package_path=Path(package_path), module=module_name, user_args=user_args,
             job_dir=absolute_uri(job_dir) if job_dir else None, replicas=replicas,
-            metric_file=Path(tmp) / "hypertune" / "output.metrics", distributed=distributed,
+            metric_file=Path(tmp) / "hypertune" / "output.metrics", distributed=distributed, python=python,
         )
         try:
             run.run()

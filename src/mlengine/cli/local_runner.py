@@ -1,6 +1,7 @@
 """Running a trainer package on this machine, as ``gcloud ai-platform local train`` does.
 
-Every replica runs ``python -m MODULE USER_ARGS [--job-dir DIR]`` in the parent directory of
+Every replica runs ``python -m MODULE USER_ARGS [--job-dir DIR]`` (the ``python`` on PATH, as
+gcloud runs the user's own interpreter; see :func:`user_python`) in the parent directory of
 the package, with the environment :func:`mlengine.training.cluster.replica_environment` builds
 for a job on the server (``TF_CONFIG``, ``CLUSTER_SPEC``, ``CLOUD_ML_*``, PyTorch rendezvous).
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +32,13 @@ from mlengine.training.cluster import ReplicaSpec, plan_replicas, replica_enviro
 
 JOB_ID = "local"
 STOP_GRACE_SECONDS = 5.0
+
+
+def user_python() -> tuple[str, bool]:
+    """The interpreter trainers run with: the ``python`` found on PATH (the user's environment,
+    with its frameworks), else this one. Returns ``(path, found_on_path)``."""
+    found = shutil.which("python")
+    return (found, True) if found else (sys.executable, False)
 
 
 class TaskFailed(Exception):
@@ -97,9 +106,10 @@ class LocalTrain:
 
     def __init__(
         self, *, package_path: Path, module: str, user_args: Sequence[str], job_dir: str | None,
-        replicas: list[ReplicaSpec], metric_file: Path, distributed: bool,
+        replicas: list[ReplicaSpec], metric_file: Path, distributed: bool, python: str = sys.executable,
     ) -> None:
         self.cwd = package_path.absolute().parent
+        self.python = python
         self.module = module
         self.user_args = list(user_args)
         self.job_dir = job_dir
@@ -144,7 +154,7 @@ class LocalTrain:
         return env
 
     def argv(self) -> list[str]:
-        return trainer_argv(sys.executable, self.module, self.user_args, self.job_dir)
+        return trainer_argv(self.python, self.module, self.user_args, self.job_dir)
 
     def _start(self, spec: ReplicaSpec) -> Task:
         if not self.distributed:

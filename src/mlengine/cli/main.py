@@ -10,6 +10,7 @@ from mlengine.cli.core import MleGroup
 from mlengine.cli.jobs import jobs
 from mlengine.cli.local import local
 from mlengine.cli.models import models
+from mlengine.cli.operations import operations
 from mlengine.cli.predict import local_predict, predict
 from mlengine.cli.projects import projects
 from mlengine.cli.server import server
@@ -51,6 +52,7 @@ cli.add_command(auth)
 cli.add_command(jobs)
 cli.add_command(local)
 cli.add_command(models)
+cli.add_command(operations)
 cli.add_command(projects)
 cli.add_command(versions)
 cli.add_command(predict)

@@ -7,8 +7,21 @@ from typing import Any
 import click
 
 from mlengine.cli import output
-from mlengine.cli.core import MleGroup, client, parse_key_values, parse_list, project_of, project_option
+from mlengine.cli.core import (
+    MleGroup,
+    client,
+    confirm,
+    parse_key_values,
+    parse_list,
+    project_of,
+    project_option,
+    recorded_region_option,
+    region_option,
+)
 from mlengine.cli.iam import add_iam_commands, model_resource
+
+#: gcloud's table of ``models list``.
+MODELS_TABLE = "table(name.basename(), defaultVersion.name.basename():label=DEFAULT_VERSION_NAME)"
 
 
 @click.group(cls=MleGroup)
@@ -20,7 +33,8 @@ def models() -> None:
       mle models create taxifare --description "NYC taxi fares"
       mle models list
       mle models describe taxifare
-      mle models delete taxifare
+      mle models update taxifare --update-labels stage=prod
+      mle models delete taxifare --quiet
       mle models add-iam-policy-binding taxifare --member group:analysts --role roles/ml.modelUser
     """
 
@@ -33,18 +47,20 @@ add_iam_commands(models, "MODEL", model_resource, "taxifare", "model MODEL", "ro
 @project_option
 @click.option("--description", default=None, help="Description of the model.")
 @click.option("--labels", metavar="KEY=VALUE,...", default=None, help="Labels of the model.")
-@click.option("--regions", metavar="REGION", default=None, help="Accepted for gcloud compatibility.")
+@click.option("--regions", metavar="REGION", default=None, help="regions of the model (at most one).")
+@recorded_region_option("the model's regions unless --regions is given")
 @click.option("--enable-logging", is_flag=True,
               help="Not available yet: prediction request logging is not implemented (refused).")
 @click.option("--enable-console-logging", is_flag=True,
               help="Not available yet: replica console logging is not implemented (refused).")
 def create(model: str, project: str | None, description: str | None, labels: str | None, regions: str | None,
-           enable_logging: bool, enable_console_logging: bool) -> None:
+           region: str | None, enable_logging: bool, enable_console_logging: bool) -> None:
     """Create model MODEL.
 
     \b
     Examples:
       mle models create taxifare --labels team=ml
+      mle models create taxifare --region us-central1
     """
     for given, flag, field in ((enable_logging, "--enable-logging", "onlinePredictionLogging"),
                                (enable_console_logging, "--enable-console-logging",
@@ -58,61 +74,101 @@ def create(model: str, project: str | None, description: str | None, labels: str
         body["description"] = description
     if labels:
         body["labels"] = parse_key_values(labels, "--labels")
-    if regions:
-        body["regions"] = parse_list(regions)
+    if regions or region:
+        body["regions"] = parse_list(regions) if regions else [region]
     client().create_model(project_of(project), body)
     output.status(f"Created model [{model}].")
 
 
 @models.command("list")
 @project_option
+@region_option
 @click.option("--filter", "filter_", metavar="EXPRESSION", default=None, help="Server-side filter (AIP-160).")
-@click.option("--format", "fmt", type=click.Choice(output.FORMATS), default="table", show_default=True)
-def list_models(project: str | None, filter_: str | None, fmt: str) -> None:
+def list_models(project: str | None, filter_: str | None) -> None:
     """List models (NAME, DEFAULT_VERSION_NAME).
 
     \b
     Examples:
       mle models list
       mle models list --filter 'labels.team=fares' --format json
+      mle models list --format 'value(name.basename())'
     """
-    found = list(client().list_models(project_of(project), filter=filter_))
-    if fmt != "table":
-        output.emit(found, fmt)
-        return
-    if not found:
-        output.status("Listed 0 items.")
-        return
-    rows = [{"name": m["name"].rsplit("/", 1)[-1],
-             "default": (m.get("defaultVersion") or {}).get("name", "").rsplit("/", 1)[-1]} for m in found]
-    click.echo(output.table(rows, [("NAME", "name"), ("DEFAULT_VERSION_NAME", "default")]))
+    output.print_list(list(client().list_models(project_of(project), filter=filter_)), MODELS_TABLE)
 
 
 @models.command()
 @click.argument("model")
 @project_option
-@click.option("--format", "fmt", type=click.Choice(("yaml", "json")), default="yaml", show_default=True)
-def describe(model: str, project: str | None, fmt: str) -> None:
+@region_option
+def describe(model: str, project: str | None) -> None:
     """Show model MODEL (with its default version).
 
     \b
     Examples:
       mle models describe taxifare
       mle models describe taxifare --format json
+      mle models describe taxifare --format 'value(defaultVersion.name.basename())'
     """
-    output.emit(client().get_model(project_of(project), model), fmt)
+    output.print_resource(client().get_model(project_of(project), model))
 
 
 @models.command()
 @click.argument("model")
 @project_option
+@region_option
+@click.option("--description", default=None, help="New description of the model.")
+@click.option("--update-labels", metavar="KEY=VALUE,...", default=None, help="Labels to add or change.")
+@click.option("--remove-labels", metavar="KEY,...", default=None, help="Labels to remove.")
+@click.option("--clear-labels", is_flag=True, help="Remove all labels (before --update-labels).")
+def update(model: str, project: str | None, description: str | None, update_labels: str | None,
+           remove_labels: str | None, clear_labels: bool) -> None:
+    """Update the description or labels of model MODEL.
+
+    Labels are read, changed and written back guarded by the model's etag, so a concurrent
+    change is refused instead of overwritten.
+
+    \b
+    Examples:
+      mle models update taxifare --description "NYC taxi fares, 2024"
+      mle models update taxifare --update-labels stage=prod --remove-labels draft
+      mle models update taxifare --clear-labels
+    """
+    c = client()
+    name = project_of(project)
+    body: dict[str, Any] = {}
+    mask: list[str] = []
+    if description is not None:
+        body["description"], mask = description, [*mask, "description"]
+    if update_labels or remove_labels or clear_labels:
+        current = c.get_model(name, model)
+        labels = {} if clear_labels else dict(current.get("labels") or {})
+        for key in parse_list(remove_labels):
+            labels.pop(key, None)
+        labels.update(parse_key_values(update_labels, "--update-labels"))
+        body["labels"], body["etag"] = labels, current.get("etag")
+        mask.append("labels")
+    if not mask:
+        raise click.UsageError("Nothing to update: give --description, --update-labels, --remove-labels or "
+                               "--clear-labels.")
+    c.wait_operation(c.patch_model(name, model, {k: v for k, v in body.items() if v is not None}, ",".join(mask)))
+    output.status(f"Updated model [{model}].")
+
+
+@models.command()
+@click.argument("model")
+@project_option
+@region_option
 def delete(model: str, project: str | None) -> None:
     """Delete model MODEL (it must have no versions left).
+
+    Asks for confirmation on a terminal; --quiet does not ask.
 
     \b
     Examples:
       mle models delete taxifare    # after `mle versions delete v1 --model taxifare`
+      mle models delete taxifare --quiet
     """
+    confirm(f"This will delete model [{model}]...")
     c = client()
     c.wait_operation(c.delete_model(project_of(project), model))
     output.status(f"Deleted model [{model}].")

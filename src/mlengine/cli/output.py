@@ -1,7 +1,9 @@
-"""Output formats (``--format table|json|yaml``), log lines and progress on stderr.
+"""Printing resources (gcloud's ``--format``, see :mod:`.formats`), log lines and progress on
+stderr.
 
 Resources go to stdout; progress and status messages go to stderr, as gcloud does, so that
-``mle jobs describe JOB --format json | jq`` works.
+``mle jobs describe JOB --format json | jq`` and ``--format 'value(state)'`` work. Every command
+that prints a resource or a list goes through :func:`print_resource` or :func:`print_list`.
 """
 
 from __future__ import annotations
@@ -9,12 +11,52 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import click
 
+from mlengine.cli import formats
+from mlengine.cli.core import chosen_format
+
 FORMATS = ("table", "json", "yaml")
+
+
+def _write(text: str) -> None:
+    if text:
+        click.echo(text, nl=False)
+
+
+def _rendered(value: Any, fmt: formats.Format, *, many: bool, columns: Sequence[formats.Column] = ()) -> str:
+    try:
+        return formats.render(value, fmt, many=many, default_columns=columns)
+    except formats.FormatError as err:
+        raise click.BadParameter(str(err), param_hint="'--format'") from None
+
+
+def print_resource(value: Any, default: str | Callable[[Any], None] = "yaml") -> None:
+    """One resource on stdout: as ``--format`` says, else ``default`` (a format, or a function
+    printing the command's own output)."""
+    fmt = chosen_format()
+    if fmt is None or (fmt.name in ("default", "table") and fmt.bare and not fmt.attrs and callable(default)):
+        if callable(default):
+            default(value)
+            return
+        fmt = formats.parse(default)
+    _write(_rendered(value, fmt, many=False))
+
+
+def print_list(items: Sequence[Any], table: str) -> None:
+    """Resources on stdout: as ``--format`` says, else as ``table`` (a gcloud projection such as
+    ``table(jobId, state:label=STATUS)``, also the columns of a bare ``csv`` or ``value``).
+    An empty list says "Listed 0 items." on stderr, as gcloud does."""
+    fmt = chosen_format() or formats.parse("table")
+    if fmt.name == "default":
+        fmt = formats.Format("table", fmt.attrs, fmt.columns, fmt.text)
+    if not items and fmt.name in ("table", "csv", "value"):
+        status("Listed 0 items.")
+        return
+    _write(_rendered(list(items), fmt, many=True, columns=formats.columns_of(table)))
 
 
 def to_json(value: Any) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from mlengine.cli import output
-from mlengine.cli.core import MleCommand, client, project_of, project_option
+from mlengine.cli.core import GcloudChoice, MleCommand, client, project_of, project_option, region_option
 
 
 def input_options(func: Any) -> Any:
@@ -29,7 +29,6 @@ def input_options(func: Any) -> Any:
         click.option("--text-instances", default=None, metavar="FILE",
                      help="File with one text instance per line ('-' for standard input)."),
         click.option("--signature-name", default=None, help="TensorFlow signature to call (default serving_default)."),
-        click.option("--format", "fmt", type=click.Choice(output.FORMATS), default="table", show_default=True),
     ]):
         func = option(func)
     return func
@@ -80,10 +79,12 @@ def build_request(json_instances: str | None, json_request: str | None, text_ins
     return body
 
 
-def print_predictions(result: dict[str, Any], fmt: str) -> None:
-    if fmt != "table":
-        output.emit(result, fmt)
-        return
+def print_predictions(result: dict[str, Any]) -> None:
+    """The response ({"predictions": [...]}) as --format says; a table of the predictions by default."""
+    output.print_resource(result, _prediction_table)
+
+
+def _prediction_table(result: dict[str, Any]) -> None:
     predictions = result.get("predictions") or []
     if predictions and all(isinstance(p, dict) for p in predictions):
         keys = list(dict.fromkeys(k for p in predictions for k in p))
@@ -100,9 +101,10 @@ def print_predictions(result: dict[str, Any], fmt: str) -> None:
 @click.option("--model", required=True, metavar="MODEL", help="The model to ask.")
 @click.option("--version", default=None, metavar="VERSION", help="Its version (default: the default version).")
 @project_option
+@region_option
 @input_options
 def predict(model: str, version: str | None, project: str | None, json_instances: str | None,
-            json_request: str | None, text_instances: str | None, signature_name: str | None, fmt: str) -> None:
+            json_request: str | None, text_instances: str | None, signature_name: str | None) -> None:
     """Online prediction: send instances to a deployed model version.
 
     \b
@@ -112,18 +114,18 @@ def predict(model: str, version: str | None, project: str | None, json_instances
       echo '[1.0, 2.0, 3.0]' | mle predict --model fares --json-instances -
     """
     body = build_request(json_instances, json_request, text_instances, signature_name)
-    print_predictions(client().predict(project_of(project), model, body, version=version), fmt)
+    print_predictions(client().predict(project_of(project), model, body, version=version))
 
 
 @click.command("predict", cls=MleCommand)
 @click.option("--model-dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Directory of the exported model (saved_model.pb, model.joblib, model.bst, model.onnx, model.pt).")
-@click.option("--framework", type=click.Choice(("tensorflow", "scikit-learn", "xgboost", "onnx", "pytorch"),
-                                               case_sensitive=False), default=None,
+@click.option("--framework", type=GcloudChoice(("TENSORFLOW", "SCIKIT_LEARN", "XGBOOST", "ONNX", "PYTORCH")),
+              default=None,
               help="Framework of the model (default: detected from the files).")
 @input_options
 def local_predict(model_dir: str, framework: str | None, json_instances: str | None, json_request: str | None,
-                  text_instances: str | None, signature_name: str | None, fmt: str) -> None:
+                  text_instances: str | None, signature_name: str | None) -> None:
     """Predict with a model on this machine, running the server's prediction code.
 
     Gives exactly what a version deployed from the same directory answers.
@@ -138,6 +140,5 @@ def local_predict(model_dir: str, framework: str | None, json_instances: str | N
     from mlengine.prediction.local import predict_local
 
     body = build_request(json_instances, json_request, text_instances, signature_name)
-    fw = framework.upper().replace("-", "_") if framework else None
-    result = predict_local(Path(model_dir).absolute(), json.dumps(body).encode(), framework=fw)
-    print_predictions(result, fmt)
+    result = predict_local(Path(model_dir).absolute(), json.dumps(body).encode(), framework=framework)
+    print_predictions(result)

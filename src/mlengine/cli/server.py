@@ -284,43 +284,44 @@ def _stop_server(cfg: Settings) -> None:
 
 
 @server.command(name="status")
-@click.option("--format", "fmt", type=click.Choice(output.FORMATS), default="table",
-              show_default=True, help="Output format.")
-def status_command(fmt: str) -> None:
+def status_command() -> None:
     """Show whether the server answers, and its URL, version, executor and capacity.
 
     Talks to MLE_API_URL when set, else to the server recorded under MLE_HOME. Exits 1
-    when no server answers.
+    when no server answers (with --format, the status is printed first).
 
     \b
     Examples:
       mle server status
       mle server status --format json
+      mle server status --format 'value(url)'
     """
     cfg = settings()
     record = read_server_file(cfg) if not cfg.api_url else None
     url = cfg.api_url.rstrip("/") if cfg.api_url else (record or {}).get("url")
     pid = (record or {}).get("pid")
     if record is not None and isinstance(pid, int) and not pid_alive(pid):
-        if fmt != "table":
-            output.emit({"running": False, "home": str(cfg.home)}, fmt)
+        output.print_resource({"running": False, "home": str(cfg.home)}, _no_text)
         raise fail(f"No mlengine server is running ({cfg.server_file} is stale: pid {pid} is gone); "
                    "start one with `mle server start`.")
     if not url:
-        if fmt != "table":
-            output.emit({"running": False, "home": str(cfg.home)}, fmt)
+        output.print_resource({"running": False, "home": str(cfg.home)}, _no_text)
         raise fail(f"No mlengine server is running (no {cfg.server_file}); start one with `mle server start`.")
     try:
         info = probe(str(url), resolve_token(cfg))
     except MLEngineError as err:
-        if fmt != "table":
-            output.emit({"running": False, "url": url, "error": err.message}, fmt)
+        output.print_resource({"running": False, "url": url, "error": err.message}, _no_text)
         raise fail(f"The mlengine server at {url} is not answering: {err.message}") from None
     data: dict[str, Any] = {"running": True, "url": url, **info}
     if record and record.get("startedAt"):
         data.setdefault("startedAt", record["startedAt"])
-    if fmt != "table":
-        output.emit(data, fmt)
-        return
+    output.print_resource(data, _status_text)
+
+
+def _no_text(_data: dict[str, Any]) -> None:
+    """Without --format a stopped server is only the error message."""
+
+
+def _status_text(data: dict[str, Any]) -> None:
     keys = ("url", "version", "executor", "capacitySlots", "hostname", "pid", "home", "startedAt")
     click.echo("\n".join(f"{k + ':':<15}{data[k]}" for k in keys if data.get(k) is not None))

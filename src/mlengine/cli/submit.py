@@ -12,9 +12,12 @@ import click
 
 from mlengine.cli import output
 from mlengine.cli.core import (
+    GcloudChoice,
     MleGroup,
+    bool_value_option,
     client,
     fail,
+    parse_accelerator,
     parse_key_values,
     parse_list,
     project_of,
@@ -78,15 +81,6 @@ def load_config(path: str) -> dict[str, Any]:
     return data
 
 
-def normalize_tier(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    tier = value.upper().replace("-", "_")
-    if tier not in TIERS:
-        raise click.BadParameter(f"{value!r} is not one of {', '.join(TIERS)}")
-    return tier
-
-
 def local_package(uri: str, source: str) -> Path | None:
     """The local file a package entry names (must exist), or None for a remote URI."""
     from mlengine.storage import uris
@@ -138,9 +132,9 @@ def build_training_input(config: dict[str, Any], flags: dict[str, Any], user_arg
 @click.option("--staging-bucket", default=None, metavar="URI",
               help="Where local packages are staged (default: JOB_DIR/packages, else uploaded "
                    "to the server).")
-@click.option("--region", default=None, help="Region label of the job (kept for compatibility).")
-@click.option("--scale-tier", default=None, callback=normalize_tier,
-              help=f"One of {', '.join(TIERS)} (lower case and dashes accepted).")
+@click.option("--region", default=None, help="Region of the job, recorded as trainingInput.region.")
+@click.option("--scale-tier", type=GcloudChoice(TIERS), default=None,
+              help="Scale tier (gcloud's spellings: basic, BASIC, basic-gpu, BASIC_GPU...).")
 @click.option("--master-machine-type", default=None, help="masterType (scale tier CUSTOM).")
 @click.option("--worker-machine-type", default=None, help="workerType (scale tier CUSTOM).")
 @click.option("--worker-count", type=click.IntRange(min=0), default=None, help="Number of workers.")
@@ -153,8 +147,14 @@ def build_training_input(config: dict[str, Any], flags: dict[str, Any], user_arg
 @click.option("--worker-accelerator", default=None, metavar="type=TYPE,count=N", help="GPUs of each worker.")
 @click.option("--parameter-server-accelerator", default=None, metavar="type=TYPE,count=N",
               help="GPUs of each parameter server.")
-@click.option("--use-chief-in-tf-config", is_flag=True, default=None,
-              help="Name the master 'chief' in TF_CONFIG (useChiefInTfConfig).")
+@bool_value_option("--use-chief-in-tf-config",
+                   "Name the master 'chief' in TF_CONFIG (useChiefInTfConfig): bare flag or =true|false.")
+@click.option("--master-image-uri", default=None, metavar="IMAGE",
+              help="masterConfig.imageUri: one of Google's pre-built training images "
+                   "(gcr.io/cloud-ml-public/training/...), run as that framework.")
+@click.option("--worker-image-uri", default=None, metavar="IMAGE", help="workerConfig.imageUri.")
+@click.option("--parameter-server-image-uri", default=None, metavar="IMAGE",
+              help="parameterServerConfig.imageUri.")
 @click.option("--runtime-version", default=None, help="runtimeVersion of the job.")
 @click.option("--python-version", default=None, help="pythonVersion of the job, e.g. 3.11.")
 @click.option("--service-account", default=None, metavar="EMAIL",
@@ -176,6 +176,7 @@ def training(
     parameter_server_machine_type: str | None, parameter_server_count: int | None,
     master_accelerator: str | None, worker_accelerator: str | None,
     parameter_server_accelerator: str | None, use_chief_in_tf_config: bool | None,
+    master_image_uri: str | None, worker_image_uri: str | None, parameter_server_image_uri: str | None,
     runtime_version: str | None, python_version: str | None, service_account: str | None, config_file: str | None,
     labels: str | None, stream_logs: bool, async_: bool,
 ) -> None:
@@ -195,6 +196,8 @@ def training(
       mle jobs submit training dist_job --packages dist/trainer-0.1.tar.gz \\
           --module-name trainer.task --scale-tier custom --master-machine-type standard \\
           --worker-machine-type standard --worker-count 2 --labels team=ml
+      mle jobs submit training tf_job --package-path trainer --module-name trainer.task \\
+          --master-image-uri gcr.io/cloud-ml-public/training/tf-cpu.2-11:latest --region us-central1
     """
     if stream_logs and async_:
         raise click.UsageError("--stream-logs and --async cannot be used together.")
@@ -211,9 +214,11 @@ def training(
         "parameterServerType": parameter_server_machine_type,
         "parameterServerCount": None if parameter_server_count is None else str(parameter_server_count),
         "runtimeVersion": runtime_version, "pythonVersion": python_version, "serviceAccount": service_account,
-        "useChiefInTfConfig": use_chief_in_tf_config or None,
-        **accelerator_configs(config.get("trainingInput") or {}, master_accelerator, worker_accelerator,
-                              parameter_server_accelerator),
+        "useChiefInTfConfig": use_chief_in_tf_config,
+        **replica_configs(config.get("trainingInput") or {},
+                          {"masterConfig": (master_accelerator, master_image_uri),
+                           "workerConfig": (worker_accelerator, worker_image_uri),
+                           "parameterServerConfig": (parameter_server_accelerator, parameter_server_image_uri)}),
     }, user_args)
     job_labels = validate_labels({**(config.get("labels") or {}), **parse_key_values(labels, "--labels")})
     if package_path or packages:
@@ -251,8 +256,7 @@ def training(
     where = f" --project {project}" if project else ""
     if stream_logs:
         final = follow_logs(c, project_name, job)
-        output.emit({k: final[k] for k in ("jobId", "state", "startTime", "endTime") if k in final},
-                    "yaml")
+        output.print_resource({k: final[k] for k in ("jobId", "state", "startTime", "endTime") if k in final})
         require_success(final)
         return
     output.status(
@@ -261,30 +265,28 @@ def training(
         "or continue streaming the logs with the command\n\n"
         f"  $ mle jobs stream-logs {job}{where}"
     )
-    output.emit({"jobId": created.get("jobId", job), "state": created.get("state")}, "yaml")
+    output.print_resource({"jobId": created.get("jobId", job), "state": created.get("state")})
 
 
-def accelerator_configs(
-    config_ti: dict[str, Any], master: str | None, worker: str | None, ps: str | None,
+OPTION_PREFIX = {"masterConfig": "master", "workerConfig": "worker", "parameterServerConfig": "parameter-server"}
+
+
+def replica_configs(
+    config_ti: dict[str, Any], flags: dict[str, tuple[str | None, str | None]],
 ) -> dict[str, Any]:
-    """``*Config`` fields for the ``--*-accelerator type=...,count=...`` flags (gcloud's
-    lower-case, dashed type names accepted), merged into the config file's."""
+    """``masterConfig``/``workerConfig``/``parameterServerConfig`` for the ``--*-accelerator
+    type=...,count=...`` (gcloud's lower-case, dashed type names accepted) and ``--*-image-uri``
+    flags, merged into the config file's."""
     out: dict[str, Any] = {}
-    for field, option, value in (("masterConfig", "'--master-accelerator'", master),
-                                 ("workerConfig", "'--worker-accelerator'", worker),
-                                 ("parameterServerConfig", "'--parameter-server-accelerator'", ps)):
-        if not value:
+    for field, (accelerator, image_uri) in flags.items():
+        if not (accelerator or image_uri):
             continue
-        spec = parse_key_values(value, option)
-        unknown = set(spec) - {"type", "count"}
-        if unknown or "type" not in spec:
-            raise click.BadParameter("expected type=TYPE[,count=N]", param_hint=option)
-        try:
-            count = int(spec.get("count", "1"))
-        except ValueError:
-            raise click.BadParameter(f"count must be an integer, got {spec['count']!r}", param_hint=option) from None
-        accel = {"type": spec["type"].upper().replace("-", "_"), "count": count}
-        out[field] = {**(config_ti.get(field) or {}), "acceleratorConfig": accel}
+        config = dict(config_ti.get(field) or {})
+        if accelerator:
+            config["acceleratorConfig"] = parse_accelerator(accelerator, f"'--{OPTION_PREFIX[field]}-accelerator'")
+        if image_uri:
+            config["imageUri"] = image_uri
+        out[field] = config
     return out
 
 
@@ -317,3 +319,8 @@ def stage_all(
         validate_package_archive(path)
         result.append(stager.stage(path))
     return result
+
+
+from mlengine.cli.submit_prediction import prediction  # noqa: E402 - `mle jobs submit prediction`
+
+submit.add_command(prediction)

@@ -9,16 +9,29 @@ from typing import Any
 import click
 
 from mlengine.cli import output
-from mlengine.cli.core import MleGroup, client, fail, parse_key_values, parse_list, project_of, project_option
+from mlengine.cli.core import (
+    GcloudChoice,
+    MleGroup,
+    client,
+    confirm,
+    fail,
+    parse_accelerator,
+    parse_key_values,
+    parse_list,
+    project_of,
+    project_option,
+    region_option,
+)
 
-FRAMEWORK_CHOICES = ("tensorflow", "scikit-learn", "xgboost", "onnx", "pytorch")
-
-
-def _framework(value: str | None) -> str | None:
-    return value.upper().replace("-", "_") if value else None
+#: The Version's framework enum (gcloud's spellings accepted: scikit-learn, SCIKIT_LEARN...).
+FRAMEWORK_CHOICES = ("TENSORFLOW", "SCIKIT_LEARN", "XGBOOST", "ONNX", "PYTORCH")
+VERSIONS_TABLE = ("table(name.basename(), state, framework, isDefault.yesno('*', ''):label=DEFAULT, "
+                  "deploymentUri)")
 
 
 def model_option(func: Any) -> Any:
+    """``--model`` (and ``--region``, which every versions command accepts as gcloud's do)."""
+    func = region_option(func)
     return click.option("--model", required=True, metavar="MODEL", help="The model of the version.")(func)
 
 
@@ -61,12 +74,17 @@ def _server_path(c: Any, uri: str, what: str) -> str:
 @model_option
 @project_option
 @click.option("--origin", default=None, metavar="DIR", help="Directory (or URI) of the exported model.")
-@click.option("--framework", type=click.Choice(FRAMEWORK_CHOICES, case_sensitive=False), default=None,
+@click.option("--framework", type=GcloudChoice(FRAMEWORK_CHOICES), default=None,
               help="Framework of the model (default: detected from the files).")
 @click.option("--runtime-version", default=None, help="Recorded on the version (mlengine serves with what it has).")
 @click.option("--python-version", default=None, help="Must match the server's Python (e.g. 3.11).")
 @click.option("--min-nodes", type=click.IntRange(min=0), default=None, help="autoScaling.minNodes (0 = scale to zero).")
 @click.option("--max-nodes", type=click.IntRange(min=1), default=None, help="autoScaling.maxNodes.")
+@click.option("--machine-type", default=None, metavar="TYPE",
+              help="machineType of the replicas, e.g. n1-standard-4 or mls1-c1-m2 (caps their CPUs).")
+@click.option("--accelerator", default=None, metavar="type=TYPE,count=N",
+              help="acceleratorConfig, e.g. type=nvidia-tesla-t4,count=1 (the server refuses it: "
+                   "replicas run on CPUs).")
 @click.option("--config", "config_path", default=None, metavar="FILE",
               help="YAML or JSON file with Version fields (flags override it).")
 @click.option("--prediction-class", default=None, metavar="MODULE.CLASS",
@@ -77,7 +95,8 @@ def _server_path(c: Any, uri: str, what: str) -> str:
 @click.option("--async", "run_async", is_flag=True, help="Return at once instead of waiting for the version.")
 def create(version: str, model: str, project: str | None, origin: str | None, framework: str | None,
            runtime_version: str | None, python_version: str | None, min_nodes: int | None, max_nodes: int | None,
-           config_path: str | None, prediction_class: str | None, package_uris: str | None,
+           machine_type: str | None, accelerator: str | None, config_path: str | None, prediction_class: str | None,
+           package_uris: str | None,
            description: str | None, labels: str | None, run_async: bool) -> None:
     """Create version VERSION of MODEL from the exported model in --origin.
 
@@ -87,6 +106,7 @@ def create(version: str, model: str, project: str | None, origin: str | None, fr
     Examples:
       mle versions create v1 --model taxifare --origin /tmp/taxifare/export/1712345
       mle versions create v2 --model fares --origin ./sk_model --framework scikit-learn --min-nodes 1
+      mle versions create v3 --model fares --origin ./sk_model --machine-type n1-standard-4
       mle versions create cpr --model fares --origin ./model --prediction-class predictor.MyPredictor \\
           --package-uris dist/my_predictor-0.1.tar.gz
     """
@@ -97,11 +117,13 @@ def create(version: str, model: str, project: str | None, origin: str | None, fr
         body["deploymentUri"] = _server_path(c, origin, "--origin")
     elif not body.get("deploymentUri"):
         raise click.UsageError("--origin (or deploymentUri in --config) is required.")
-    for key, value in (("framework", _framework(framework)), ("runtimeVersion", runtime_version),
+    for key, value in (("framework", framework), ("runtimeVersion", runtime_version),
                        ("pythonVersion", python_version), ("predictionClass", prediction_class),
-                       ("description", description)):
+                       ("description", description), ("machineType", machine_type)):
         if value:
             body[key] = value
+    if accelerator:
+        body["acceleratorConfig"] = parse_accelerator(accelerator, "'--accelerator'")
     if min_nodes is not None or max_nodes is not None:
         scaling = dict(body.get("autoScaling") or {})
         if min_nodes is not None:
@@ -140,41 +162,31 @@ def _stage_package(c: Any, project: str, version: str, uri: str) -> str:
 @model_option
 @project_option
 @click.option("--filter", "filter_", metavar="EXPRESSION", default=None, help="Server-side filter (AIP-160).")
-@click.option("--format", "fmt", type=click.Choice(output.FORMATS), default="table", show_default=True)
-def list_versions(model: str, project: str | None, filter_: str | None, fmt: str) -> None:
+def list_versions(model: str, project: str | None, filter_: str | None) -> None:
     """List the versions of MODEL (NAME, STATE, FRAMEWORK, DEFAULT, DEPLOYMENT_URI).
 
     \b
     Examples:
       mle versions list --model taxifare
       mle versions list --model taxifare --format yaml
+      mle versions list --model taxifare --format 'value(name.basename(),state)'
     """
-    found = list(client().list_versions(project_of(project), model, filter=filter_))
-    if fmt != "table":
-        output.emit(found, fmt)
-        return
-    if not found:
-        output.status("Listed 0 items.")
-        return
-    rows = [{"name": v["name"].rsplit("/", 1)[-1], "state": v.get("state"), "framework": v.get("framework", ""),
-             "default": "*" if v.get("isDefault") else "", "uri": v.get("deploymentUri")} for v in found]
-    click.echo(output.table(rows, [("NAME", "name"), ("STATE", "state"), ("FRAMEWORK", "framework"),
-                                   ("DEFAULT", "default"), ("DEPLOYMENT_URI", "uri")]))
+    output.print_list(list(client().list_versions(project_of(project), model, filter=filter_)), VERSIONS_TABLE)
 
 
 @versions.command()
 @click.argument("version")
 @model_option
 @project_option
-@click.option("--format", "fmt", type=click.Choice(("yaml", "json")), default="yaml", show_default=True)
-def describe(version: str, model: str, project: str | None, fmt: str) -> None:
+def describe(version: str, model: str, project: str | None) -> None:
     """Show version VERSION of MODEL.
 
     \b
     Examples:
       mle versions describe v1 --model taxifare
+      mle versions describe v1 --model taxifare --format 'value(state)'
     """
-    output.emit(client().get_version(project_of(project), model, version), fmt)
+    output.print_resource(client().get_version(project_of(project), model, version))
 
 
 @versions.command()
@@ -185,10 +197,14 @@ def describe(version: str, model: str, project: str | None, fmt: str) -> None:
 def delete(version: str, model: str, project: str | None, run_async: bool) -> None:
     """Delete version VERSION of MODEL (stops its replicas, removes its files).
 
+    Asks for confirmation on a terminal; --quiet does not ask.
+
     \b
     Examples:
       mle versions delete v1 --model taxifare
+      mle versions delete v1 --model taxifare --quiet
     """
+    confirm(f"This will delete version [{version}]...")
     c = client()
     operation = c.delete_version(project_of(project), model, version)
     if not run_async:

@@ -120,11 +120,8 @@ class JobService:
         row = self.repo.get(project, job_id)
         kind = self.kinds.get(row.kind)
         updated = request_cancel(self.repo, row, None, controller=bool(kind and kind.controller))
-        if updated is None:
-            current = self.repo.get_by_pk(row.id)
-            raise failed_precondition(
-                f"Job projects/{project}/jobs/{job_id} is already in a terminal state: {current.state}"
-            )
+        if updated is None:  # AI Platform's answer (400 FAILED_PRECONDITION), whatever the end state
+            raise failed_precondition("Cannot cancel an already completed job.")
         JobPaths.of(self.settings, project, job_id).service_log("Job cancel requested.")
         self.wake()
         return {}
