@@ -6,6 +6,7 @@ import base64
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,6 +138,126 @@ def test_torchscript(tmp_path: Path) -> None:
 
     with pytest.raises(ModelLoadError, match="Could not load model.pt as TorchScript"):
         load_predictor(tmp_path / "bad", "PYTORCH")
+
+
+# torch.export (model.pt2) --------------------------------------------------------------------
+class _Pt2Models:
+    """Two programs saved with torch.export.save: a dynamic batch, and one fixed to 1 row."""
+
+    def __init__(self, root: Path) -> None:
+        torch = pytest.importorskip("torch")
+
+        class Doubler(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return x.sum(dim=1) * 2
+
+        self.dynamic, self.fixed = root / "dynamic", root / "fixed"
+        batch = torch.export.Dim("batch")
+        for where, example, dims in ((self.dynamic, torch.ones(4, 2), ({0: batch},)),
+                                     (self.fixed, torch.ones(1, 2), None)):
+            where.mkdir()
+            torch.export.save(torch.export.export(Doubler(), (example,), dynamic_shapes=dims), str(where / "model.pt2"))
+
+
+@pytest.fixture(scope="module")
+def pt2_models(tmp_path_factory: pytest.TempPathFactory) -> _Pt2Models:
+    return _Pt2Models(tmp_path_factory.mktemp("pt2"))
+
+
+def test_torch_export_program(pt2_models: _Pt2Models) -> None:
+    """Issue 10.4: model.pt2 loads beside TorchScript, with the same array handling."""
+    from mlengine.prediction.frameworks._base import detect_framework
+    from mlengine.prediction.frameworks.torch_export import TorchExportPredictor
+
+    assert detect_framework({"model.pt2"}) == "PYTORCH"
+    predictor = load_predictor(pt2_models.dynamic, "PYTORCH")
+    assert isinstance(predictor, TorchExportPredictor) and predictor.batch_size is None
+    engine = Engine(predictor)
+    status, answer = ask(engine, {"instances": [[1, 2], [3, 4], [5, 6]]})
+    assert status == 200 and answer["predictions"] == [6.0, 14.0, 22.0]
+    status, answer = ask(engine, {"instances": [[1, 2, 3]]})
+    assert (status, answer["error"]) == (400, "Instances have shape [3], but the model expects instances of "
+                                              "shape [2].")
+    status, answer = ask(engine, {"instances": [[1, 2], [3, "four"]]})
+    assert (status, answer["error"]) == (400, "Instance 1, position [1]: expected a number, got str 'four'.")
+
+
+def test_torch_export_program_with_a_fixed_batch_runs_in_chunks(pt2_models: _Pt2Models) -> None:
+    predictor = load_predictor(pt2_models.fixed, "PYTORCH")
+    assert predictor.batch_size == 1  # type: ignore[attr-defined]
+    status, answer = ask(Engine(predictor), {"instances": [[1, 2], [3, 4], [5, 6]]})
+    assert status == 200 and answer["predictions"] == [6.0, 14.0, 22.0]
+
+
+def test_torch_export_is_preferred_and_bad_files_say_so(pt2_models: _Pt2Models, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+
+    from mlengine.prediction.frameworks._base import ModelLoadError, detect_framework
+
+    both = tmp_path / "both"
+    shutil.copytree(pt2_models.dynamic, both)
+    (both / "model.pt").write_bytes(b"a deprecated TorchScript file, never read")
+    assert detect_framework({"model.pt", "model.pt2"}) == "PYTORCH"
+    assert ask(Engine(load_predictor(both, "PYTORCH")), {"instances": [[1, 1]]})[1] == {"predictions": [4.0]}
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.pt2").write_bytes(b"not a program")
+    with pytest.raises(ModelLoadError, match="Could not load model.pt2 as a torch.export program"):
+        load_predictor(tmp_path / "bad", "PYTORCH")
+
+    class Two(torch.nn.Module):
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return x + y
+
+    (tmp_path / "two").mkdir()
+    torch.export.save(torch.export.export(Two(), (torch.ones(1, 2), torch.ones(1, 2))),
+                      str(tmp_path / "two" / "model.pt2"))
+    with pytest.raises(ModelLoadError, match="takes 2 inputs"):
+        load_predictor(tmp_path / "two", "PYTORCH")
+
+
+class _Touch:
+    """A pickle payload: unpickling it creates a file (proof that code ran)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_torch_export_pickles_are_refused_when_the_server_takes_none(pt2_models: _Pt2Models, tmp_path: Path) -> None:
+    """torch.export.load falls back to a full unpickle when its weights-only load fails; with
+    MLE_MODEL_ALLOW_PICKLE=false that fallback is closed."""
+    import contextlib
+    import io
+    import os
+    import zipfile
+
+    import torch
+
+    from mlengine.prediction.frameworks._base import ModelLoadError
+
+    marker = tmp_path / "code-ran"
+    payload = io.BytesIO()
+    torch.save((_Touch(marker),), payload)
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    with zipfile.ZipFile(pt2_models.dynamic / "model.pt2") as src, \
+            zipfile.ZipFile(hostile / "model.pt2", "w") as out:
+        for info in src.infolist():  # the program's sample inputs become the payload
+            data = src.read(info.filename)
+            out.writestr(info, payload.getvalue() if info.filename.endswith("sample_inputs/model.pt") else data)
+    with pytest.raises(ModelLoadError, match="MLE_MODEL_ALLOW_PICKLE=false"):
+        load_predictor(hostile, "PYTORCH", LoadOptions(allow_pickle=False))
+    assert not marker.exists() and "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+    safe = load_predictor(pt2_models.dynamic, "PYTORCH", LoadOptions(allow_pickle=False))
+    assert ask(Engine(safe), {"instances": [[2, 3]]})[1] == {"predictions": [10.0]}
+    # torch logs the fallback with a broken format string, which pytest's log handler raises.
+    with contextlib.suppress(ModelLoadError):
+        load_predictor(hostile, "PYTORCH", LoadOptions(allow_pickle=True))
+    assert marker.exists(), "the payload is real: torch unpickles it when pickles are allowed"
 
 
 # Custom prediction routines -----------------------------------------------------------------

@@ -47,6 +47,7 @@ MODEL_FILES: tuple[tuple[str, str], ...] = (
     ("saved_model.pbtxt", TENSORFLOW),
     ("model.bst", XGBOOST),
     ("model.onnx", ONNX),
+    ("model.pt2", PYTORCH),  # torch.export; before TorchScript's model.pt, which PyTorch deprecates
     ("model.pt", PYTORCH),
     ("model.joblib", SCIKIT_LEARN),  # or XGBOOST: told apart when the pickle is loaded
     ("model.pkl", SCIKIT_LEARN),

@@ -1,4 +1,6 @@
-"""PyTorch: a TorchScript module saved as ``model.pt`` (``torch.jit.save``).
+"""PyTorch: a TorchScript module saved as ``model.pt`` (``torch.jit.save``), or a program
+exported with ``torch.export`` as ``model.pt2`` (:mod:`.torch_export`, preferred when both are
+there: PyTorch deprecates TorchScript).
 
 Instances are rows (nested lists of numbers, float32); the module is called once per batch
 with a tensor of shape ``[batch, ...]`` and must return a tensor with one row per instance.
@@ -36,6 +38,10 @@ class TorchScriptPredictor(Predictor):
     def load(cls, model_dir: Path, options: LoadOptions) -> TorchScriptPredictor:
         import torch
 
+        if (model_dir / "model.pt2").is_file():
+            from mlengine.prediction.frameworks.torch_export import TorchExportPredictor
+
+            return TorchExportPredictor.load(model_dir, options)
         try:
             module = torch.jit.load(str(model_dir / "model.pt"), map_location="cpu")
             module.eval()
