@@ -40,7 +40,9 @@ json_values = st.recursive(
 )
 known_keys = st.sampled_from(["jobId", "trainingInput", "predictionInput", "labels", "name", "deploymentUri",
                               "instances", "kind", "spec", "etag", "defaultVersion", "autoScaling",
-                              "packageUris", "pythonModule", "hyperparameters", "scheduling", "role", "policy"])
+                              "packageUris", "pythonModule", "hyperparameters", "scheduling", "role", "policy",
+                              "studyConfig", "parameters", "metrics", "measurement", "finalMeasurement",
+                              "suggestionCount", "clientId"])
 bodies = st.one_of(
     json_values,
     st.dictionaries(known_keys, json_values, max_size=5),
@@ -48,7 +50,7 @@ bodies = st.one_of(
     st.binary(max_size=64),
     st.just(b"[" * 5000),
 )
-queries = st.dictionaries(st.sampled_from(["filter", "pageSize", "pageToken", "updateMask", "taskName"]),
+queries = st.dictionaries(st.sampled_from(["filter", "pageSize", "pageToken", "updateMask", "taskName", "studyId"]),
                           st.text(max_size=40), max_size=3)
 
 
