@@ -233,3 +233,16 @@ def test_infrastructure_failures_are_retried_and_user_failures_are_not(h: Harnes
     h.executor.exit(h.pid("buggy"), 1)  # the trainer's own failure: never retried
     row = h.until("buggy", lambda r: r.state in states.TERMINAL)
     assert row.state == states.FAILED and row.scheduling.get("attempt") == 1
+
+
+def test_a_described_job_posts_again_as_a_new_one(h: Harness) -> None:
+    """Output-only fields (mlengine's ``attempt`` and ``warnings`` included) are ignored on
+    create, so ``describe --format json`` → edit jobId → create works; unknown fields are not."""
+    h.submit("orig")
+    described = dict(h.service.get("p", "orig"), attempt=2, warnings=["served by this server's Python"])
+    described["jobId"] = "copy"
+    created = h.service.create("p", described)
+    assert created["jobId"] == "copy" and created["state"] == "QUEUED"
+    assert "warnings" not in created or created["warnings"] != described["warnings"]
+    with pytest.raises(MLEngineError, match="unknown field 'bogus'"):
+        h.service.create("p", dict(described, jobId="copy2", bogus=1))

@@ -26,9 +26,11 @@ from mlengine.store.iam import PolicyStore
 from mlengine.store.jobs import JobRepository, etag_of
 from mlengine.store.models import JobRow
 
-#: Fields of the ml v1 ``Job`` resource besides the kinds' input and output fields.
+#: Fields of the ml v1 ``Job`` resource besides the kinds' input and output fields, plus
+#: mlengine's output-only extensions (``attempt``, ``warnings``), so that a described job can be
+#: posted again as a new one (output-only fields are ignored on create, as AI Platform does).
 JOB_FIELDS = frozenset({"jobId", "state", "createTime", "startTime", "endTime", "errorMessage", "labels",
-                        "etag", "jobPosition"})
+                        "etag", "jobPosition", "attempt", "warnings"})
 
 
 def render_job(row: JobRow, kinds: KindRegistry, position: int = 0) -> dict[str, Any]:
