@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -114,8 +113,9 @@ def test_values_round_trip_through_optuna() -> None:
 
 # The service -----------------------------------------------------------------------------------
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[VizierService]:
-    db = open_database(f"sqlite:///{tmp_path / 'store.db'}")
+def service(database_url: str) -> Iterator[VizierService]:
+    """The service over an empty store: SQLite, and PostgreSQL (tests/conftest.py)."""
+    db = open_database(database_url)
     vizier = VizierService(db)
     yield vizier
     vizier.close()
