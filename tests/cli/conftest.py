@@ -29,8 +29,8 @@ def home(tmp_path: Path) -> Path:
 def mle(server: InProcessServer, home: Path, project: str) -> Run:  # noqa: F811 - pytest injects fixtures
     """Run `mle ARGS` in process against the in-process server, in this test's project."""
 
-    def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:  # noqa: A002
         base = {"MLE_HOME": str(home), **server.client_env(), "MLE_PROJECT": project}
-        return CliRunner().invoke(cli, list(args), env={**base, **(env or {})}, prog_name="mle")
+        return CliRunner().invoke(cli, list(args), env={**base, **(env or {})}, prog_name="mle", input=input)
 
     return run

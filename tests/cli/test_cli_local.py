@@ -183,3 +183,40 @@ def test_interrupt_stops_every_task(
     while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert all(gone(pid) for pid in pids)
+
+
+def test_runs_the_python_on_path(package: Path, tmp_path: Path) -> None:
+    # The user's environment comes first on PATH: its `python` runs the trainer, as with gcloud.
+    bin_dir = tmp_path / "userbin"
+    bin_dir.mkdir()
+    marker = tmp_path / "wrapper-ran"
+    wrapper = bin_dir / "python"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" > "{marker}"\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    results = tmp_path / "results"
+    done = run_local(package, results, "--", "--epochs", "1",
+                     env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text().split() == ["-m", "trainer.task", "--epochs", "1"]
+    assert list(records(results)) == ["master-0"]
+    assert "No `python` on PATH" not in done.stderr
+
+
+def test_without_python_on_path_mlengines_interpreter_runs_it(package: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    results = tmp_path / "results"
+    done = run_local(package, results, env={"PATH": str(empty)})
+    assert done.returncode == 0, done.stderr
+    assert f"No `python` on PATH: running the trainer with {sys.executable}." in done.stderr
+    assert list(records(results)) == ["master-0"]
+
+
+@pytest.mark.parametrize(("flag", "first"), [("--use-chief-in-tf-config", "chief-0"),
+                                             ("--use-chief-in-tf-config=true", "chief-0"),
+                                             ("--use-chief-in-tf-config=false", "master-0")])
+def test_use_chief_in_tf_config_takes_a_boolean(package: Path, tmp_path: Path, flag: str, first: str) -> None:
+    results = tmp_path / "results"
+    done = run_local(package, results, flag)
+    assert done.returncode == 0, done.stderr
+    assert list(records(results)) == [first]

@@ -135,6 +135,10 @@ class MleGroup(click.Group):
         super().__init__(*args, **kwargs)
         _add_global_params(self)
 
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        _add_global_params(cmd)  # also a command made with plain click.command
+        super().add_command(cmd, name)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

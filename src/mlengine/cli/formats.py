@@ -47,6 +47,14 @@ class FormatError(ValueError):
 class Transform:
     name: str
     args: tuple[str, ...] = ()
+    kwargs: tuple[tuple[str, str], ...] = ()
+
+    def arg(self, index: int, name: str, default: str) -> str:
+        """Argument ``index`` or ``name=`` (gcloud takes either)."""
+        named = dict(self.kwargs)
+        if name in named:
+            return named[name]
+        return self.args[index] if index < len(self.args) else default
 
 
 @dataclass(frozen=True)
@@ -159,7 +167,15 @@ def _column(text: str) -> Column:
             name, _, args = part.partition("(")
             if not part.endswith(")") or name not in TRANSFORMS:
                 raise FormatError(f"unknown transform {part!r} (use one of {', '.join(TRANSFORMS)})")
-            transforms.append(Transform(name, tuple(_unquote(a) for a in _split(args[:-1]) if a.strip())))
+            positional: list[str] = []
+            named: list[tuple[str, str]] = []
+            for arg in filter(str.strip, _split(args[:-1])):
+                keyword = re.match(r"\s*([A-Za-z_]\w*)\s*=(.*)$", arg, re.S)
+                if keyword:
+                    named.append((keyword.group(1), _unquote(keyword.group(2))))
+                else:
+                    positional.append(_unquote(arg))
+            transforms.append(Transform(name, tuple(positional), tuple(named)))
             continue
         if transforms:
             raise FormatError(f"a key cannot follow a transform in {spec.strip()!r}")
@@ -214,20 +230,14 @@ def _date(value: Any) -> Any:
     return value
 
 
-def _yesno(value: Any, args: tuple[str, ...]) -> str:
-    yes = args[0] if args else "Yes"
-    no = args[1] if len(args) > 1 else "No"
-    return yes if value else no
-
-
-_FUNCS: dict[str, Callable[[Any, tuple[str, ...]], Any]] = {
-    "basename": lambda v, _a: v.rsplit("/", 1)[-1] if isinstance(v, str) else v,
-    "date": lambda v, _a: _date(v),
-    "join": lambda v, a: (a[0] if a else ",").join(str(x) for x in v) if isinstance(v, list) else v,
-    "len": lambda v, _a: len(v) if isinstance(v, (list, dict, str)) else 0,
-    "lower": lambda v, _a: v.lower() if isinstance(v, str) else v,
-    "upper": lambda v, _a: v.upper() if isinstance(v, str) else v,
-    "yesno": _yesno,
+_FUNCS: dict[str, Callable[[Any, Transform], Any]] = {
+    "basename": lambda v, _t: v.rsplit("/", 1)[-1] if isinstance(v, str) else v,
+    "date": lambda v, _t: _date(v),
+    "join": lambda v, t: t.arg(0, "sep", ",").join(str(x) for x in v) if isinstance(v, list) else v,
+    "len": lambda v, _t: len(v) if isinstance(v, (list, dict, str)) else 0,
+    "lower": lambda v, _t: v.lower() if isinstance(v, str) else v,
+    "upper": lambda v, _t: v.upper() if isinstance(v, str) else v,
+    "yesno": lambda v, t: t.arg(0, "yes", "Yes") if v else t.arg(1, "no", "No"),
 }
 
 
@@ -236,7 +246,7 @@ def value_of(resource: Any, column: Column) -> Any:
     for transform in column.transforms:
         if value is None and transform.name not in ("yesno", "len"):
             break
-        value = _FUNCS[transform.name](value, transform.args)
+        value = _FUNCS[transform.name](value, transform)
     return value
 
 
