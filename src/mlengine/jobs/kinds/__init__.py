@@ -1,6 +1,6 @@
 """Job kinds: the :class:`JobKind` interface (:mod:`._base`) and the registry the server builds.
 
-The server registers the built-in kinds (tuning, training, trial); ``MLE_JOB_KINDS`` adds
+The server registers the built-in kinds (tuning, training, trial, batch_prediction); ``MLE_JOB_KINDS`` adds
 others by dotted path (``package.module:Class``), each constructed with the server's
 :class:`KindContext`. The first registered kind that accepts a ``Job`` body takes it.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlengine.core.plugins import load_plugin
-from mlengine.errors import Code, MLEngineError, invalid
+from mlengine.errors import invalid
 from mlengine.jobs.kinds._base import JobKind, Outcome, ReplicaCommand, ReplicaResult, SandboxPaths, Submission
 
 if TYPE_CHECKING:
@@ -62,9 +62,6 @@ class KindRegistry:
         for kind in self._kinds:
             if kind.accepts(body):
                 return kind
-        if body.get("predictionInput") is not None:
-            raise MLEngineError(Code.UNIMPLEMENTED,
-                                "Field: predictionInput Error: batch prediction jobs are not supported yet")
         inputs = sorted({k.input_field for k in self._kinds if k.listed})
         raise invalid("job", f"a Job needs one of {', '.join(inputs)}")
 
