@@ -9,7 +9,6 @@ that prints a resource or a list goes through :func:`print_resource` or :func:`p
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -18,8 +17,6 @@ import click
 
 from mlengine.cli import formats
 from mlengine.cli.core import chosen_format
-
-FORMATS = ("table", "json", "yaml")
 
 
 def _write(text: str) -> None:
@@ -57,24 +54,6 @@ def print_list(items: Sequence[Any], table: str) -> None:
         status("Listed 0 items.")
         return
     _write(_rendered(list(items), fmt, many=True, columns=formats.columns_of(table)))
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str)
-
-
-def to_yaml(value: Any) -> str:
-    import yaml
-
-    return str(yaml.safe_dump(value, default_flow_style=False, sort_keys=True, allow_unicode=True))
-
-
-def emit(value: Any, fmt: str) -> None:
-    """Print ``value`` as json or yaml on stdout."""
-    if fmt == "json":
-        click.echo(to_json(value))
-    else:
-        click.echo(to_yaml(value).rstrip("\n"))
 
 
 def short_time(value: Any) -> str:
