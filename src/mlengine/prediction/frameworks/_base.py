@@ -37,7 +37,7 @@ _MODULES = {
     SCIKIT_LEARN: "mlengine.prediction.frameworks.scikit_learn",
     XGBOOST: "mlengine.prediction.frameworks.xgboost_booster",
     ONNX: "mlengine.prediction.frameworks.onnx_runtime",
-    PYTORCH: "mlengine.prediction.frameworks.torchscript",
+    PYTORCH: "mlengine.prediction.frameworks.torch_export",  # model.pt2, else TorchScript's model.pt
     CUSTOM: "mlengine.prediction.frameworks.custom",
 }
 

@@ -1,5 +1,6 @@
 """PyTorch: a program exported with ``torch.export`` and saved as ``model.pt2``
-(``torch.export.save``), the format PyTorch recommends now that TorchScript is deprecated.
+(``torch.export.save``), the format PyTorch recommends now that TorchScript is deprecated; a
+directory without one is loaded as TorchScript (``model.pt``, :mod:`.torchscript`).
 
 Instances are handled as for TorchScript (:mod:`.torchscript`): rows of numbers, one tensor
 ``[batch, ...]`` per call, one output row per instance. What ``torch.export`` adds is known
@@ -76,9 +77,12 @@ class TorchExportPredictor(TorchScriptPredictor):
         self.shape = shape
 
     @classmethod
-    def load(cls, model_dir: Path, options: LoadOptions) -> TorchExportPredictor:
+    def load(cls, model_dir: Path, options: LoadOptions) -> TorchScriptPredictor:
+        """The program in ``model.pt2``; without one, the TorchScript ``model.pt``."""
         import torch
 
+        if not (model_dir / MODEL_FILE).is_file():
+            return TorchScriptPredictor.load(model_dir, options)
         try:
             with _weights_only(not options.allow_pickle):
                 program = torch.export.load(str(model_dir / MODEL_FILE))

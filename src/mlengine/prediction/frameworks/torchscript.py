@@ -1,6 +1,5 @@
-"""PyTorch: a TorchScript module saved as ``model.pt`` (``torch.jit.save``), or a program
-exported with ``torch.export`` as ``model.pt2`` (:mod:`.torch_export`, preferred when both are
-there: PyTorch deprecates TorchScript).
+"""PyTorch: a TorchScript module saved as ``model.pt`` (``torch.jit.save``). The PYTORCH
+framework loads through :mod:`.torch_export`, which prefers a ``model.pt2`` and falls back here.
 
 Instances are rows (nested lists of numbers, float32); the module is called once per batch
 with a tensor of shape ``[batch, ...]`` and must return a tensor with one row per instance.
@@ -37,11 +36,6 @@ class TorchScriptPredictor(Predictor):
     @classmethod
     def load(cls, model_dir: Path, options: LoadOptions) -> TorchScriptPredictor:
         import torch
-
-        if (model_dir / "model.pt2").is_file():
-            from mlengine.prediction.frameworks.torch_export import TorchExportPredictor
-
-            return TorchExportPredictor.load(model_dir, options)
         try:
             module = torch.jit.load(str(model_dir / "model.pt"), map_location="cpu")
             module.eval()
