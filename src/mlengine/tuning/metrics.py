@@ -7,10 +7,14 @@ Two sources, in this order of preference:
    object per line: ``{"timestamp": 1.7e9, "trial": "3", "<tag>": "0.25", "global_step":
    "100", "checkpoint_path": ""}`` (values are strings). :mod:`mlengine.hypertune` appends
    lines of the same shape. Lines that are not JSON (a rewrite caught half-way) are skipped.
-2. TensorFlow event files under the trial's output directory ``<job-dir>/<trialId>/`` (local
-   job directories only): scalars whose tag equals the metric tag exactly. When several runs
-   (directories, e.g. ``train/`` and ``validation/``) hold the tag, the run that wrote it last
-   is used, so training and validation curves are never mixed.
+2. TensorFlow event files the trial wrote (local job directories only): anywhere under the
+   job directory, each file given to the one trial that wrote it
+   (:class:`~mlengine.tuning.attribution.SharedEvents`: ``<job-dir>/<trialId>/``, or the
+   writer's pid and birth in the file's name, e.g. the census sample's
+   ``<job-dir>/metric_tb/train``); or, given a directory, every file under it. Scalars whose
+   tag equals the metric tag exactly. When several runs (directories, e.g. ``train/`` and
+   ``validation/``) hold the tag, the run that wrote it last is used, so training and
+   validation curves are never mixed.
 
 The *final* metric is the last report (AI Platform's "final objective metric seen"). Reports
 feed early stopping as intermediate values keyed by their step; when steps repeat (a trainer
@@ -26,12 +30,16 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlengine.tuning.events import EventFileReader, Scalar, event_files
 
 EVENTS_SCAN_SECONDS = 2.0
+#: Where a trial's event files are: a directory (every file under it), or a function giving
+#: them (``force``: look now, not throttled), e.g. ``SharedEvents.files_of`` for one trial.
+EventSource = Path | Callable[[bool], list[Path]] | None
 #: Keys of a metric-file line that are not metric tags.
 NON_METRIC_KEYS = frozenset({"timestamp", "trial", "global_step", "checkpoint_path"})
 
@@ -98,9 +106,9 @@ def _best_run(scalars_by_run: dict[Path, list[Scalar]]) -> list[Report]:
 class MetricWatcher:
     """Reports of one trial so far; call :meth:`poll` as often as you like."""
 
-    def __init__(self, metric_file: Path, events_dir: Path | None, tag: str) -> None:
+    def __init__(self, metric_file: Path, events: EventSource, tag: str) -> None:
         self.metric_file = metric_file
-        self.events_dir = events_dir
+        self.events = events
         self.tag = tag
         self._stat: tuple[int, int] | None = None
         self._file_reports: list[Report] = []
@@ -120,13 +128,14 @@ class MetricWatcher:
             self._file_reports, self._others = read_metric_file(self.metric_file, self.tag)
 
     def _poll_events(self, force: bool) -> None:
-        if self.events_dir is None:
+        if self.events is None:
             return
         now = time.monotonic()
         if not force and now - self._scanned < EVENTS_SCAN_SECONDS:
             return
         self._scanned = now
-        for path in event_files(self.events_dir):
+        paths = self.events(force) if callable(self.events) else event_files(self.events)
+        for path in paths:
             reader = self._readers.setdefault(path, EventFileReader(path, self.tag))
             new = reader.read_new()
             if new:
@@ -142,9 +151,9 @@ class MetricWatcher:
         return TrialMetrics(reports, "TensorFlow events" if reports else "", set(self._others))
 
 
-def collect(metric_file: Path, events_dir: Path | None, tag: str) -> TrialMetrics:
+def collect(metric_file: Path, events: EventSource, tag: str) -> TrialMetrics:
     """A finished trial's reports (one full read)."""
-    return MetricWatcher(metric_file, events_dir, tag).poll(final=True)
+    return MetricWatcher(metric_file, events, tag).poll(final=True)
 
 
 def intermediate_values(reports: list[Report]) -> dict[int, float]:

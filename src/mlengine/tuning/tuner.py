@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ from mlengine.store.database import Database
 from mlengine.store.jobs import JobRepository
 from mlengine.store.models import JobRow
 from mlengine.tuning import trials as trial_rows
-from mlengine.tuning.metrics import MetricWatcher, collect, intermediate_values
+from mlengine.tuning.attribution import SharedEvents, TrialRun, trial_run
+from mlengine.tuning.metrics import EventSource, MetricWatcher, collect, intermediate_values
 from mlengine.tuning.spec import TuningSpec, parse_hyperparameters
 
 log = logging.getLogger("mlengine.tuner")
@@ -69,6 +71,7 @@ class Tuner:
         self.wake = wake
         self._studies: Any = None
         self._watchers: dict[int, MetricWatcher] = {}
+        self._shared: dict[int, SharedEvents] = {}  # tuning job pk -> its job directory's event files
         self._judged: dict[int, int] = {}  # trial job pk -> reports the pruner has seen
         self._errors: dict[int, float] = {}  # tuning job pk -> when its ticks began failing
         self._reconciled: set[int] = set()
@@ -162,17 +165,25 @@ class Tuner:
         self._write_output(parent, spec, children)
 
     # Finished and running trials ---------------------------------------------------------
-    def _trial_sources(self, parent: JobRow, child: JobRow) -> tuple[Path, Path | None, str]:
-        """(metric file, local directory of TF event files or None, how to describe it)."""
+    def _trial_sources(self, parent: JobRow, child: JobRow) -> tuple[Path, EventSource, str]:
+        """(metric file, the trial's TF event files or None, how to describe where they are)."""
         metric_file = self._paths(child).metric_file
         trial_id = str(child.kind_state.get("trialId"))
         job_dir = parent.input.get("jobDir")
         if not job_dir:
-            return metric_file, None, "<job-dir>/<trialId>/ (this job has no jobDir)"
+            return metric_file, None, "the job directory (this job has no jobDir)"
         from mlengine.storage import uris
 
-        where = uris.join(job_dir, trial_id)
-        return metric_file, (uris.local_path(where) if uris.is_local(job_dir) else None), where
+        if not uris.is_local(job_dir):
+            return metric_file, None, f"{uris.join(job_dir, trial_id)} (read for local job directories only)"
+        shared = self._shared.get(parent.id)
+        if shared is None:  # one index of the job directory per tuning job, shared by its trials
+            shared = self._shared[parent.id] = SharedEvents(uris.local_path(job_dir), lambda: self._runs(parent))
+        return metric_file, partial(shared.files_of, trial_id), f"the job directory {job_dir}"
+
+    def _runs(self, parent: JobRow) -> list[TrialRun]:
+        return [trial_run(str(c.kind_state.get("trialId")), c, self.repo.replicas(c.id))
+                for c in self.repo.children(parent)]
 
     def _record(self, parent: JobRow, spec: TuningSpec, study: Any, child: JobRow) -> None:
         from optuna.trial import TrialState
@@ -289,6 +300,7 @@ class Tuner:
         final = self._end(parent, ending["state"], ending.get("error"))
         if final.state == ending["state"]:
             self._store().forget(parent.id)
+            self._shared.pop(parent.id, None)
             for child in children:
                 self._watchers.pop(child.id, None)
                 self._judged.pop(child.id, None)
