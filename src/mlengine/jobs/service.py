@@ -21,9 +21,9 @@ from mlengine.jobs.kinds import KindRegistry
 from mlengine.jobs.logs import read_logs
 from mlengine.jobs.paths import JobPaths
 from mlengine.jobs.scheduling import SchedulingState
-from mlengine.store.filters import compile_filter
+from mlengine.store.filters import evaluate
 from mlengine.store.iam import PolicyStore
-from mlengine.store.jobs import JobRepository, etag_of
+from mlengine.store.jobs import JobRepository, compile_job_filter, etag_of
 from mlengine.store.models import JobRow
 
 #: Fields of the ml v1 ``Job`` resource besides the kinds' input and output fields, plus
@@ -104,19 +104,17 @@ class JobService:
     def list(
         self, project: str, filter_text: str | None, page_size: int | None, page_token: str | None
     ) -> dict[str, Any]:
-        predicate = compile_filter(filter_text)
+        where = compile_job_filter(filter_text)  # state, labels, createTime, jobId: SQL
+        node = where.node
+        predicate = (lambda r: evaluate(node, self._render(r))) if where.needs_python and node is not None else None
         rows, next_token = self.repo.list_page(  # trials of tuning jobs are not listed
-            project, lambda r: self._listed(r) and predicate(self._render(r)),
-            page_size, page_token,
+            project, predicate, page_size, page_token, where=where,
+            exclude_kinds=[k.name for k in self.kinds if not k.listed],
         )
         result: dict[str, Any] = {"jobs": [self._render(r, self.repo.queue_position(r)) for r in rows]}
         if next_token:
             result["nextPageToken"] = next_token
         return result
-
-    def _listed(self, row: JobRow) -> bool:
-        kind = self.kinds.get(row.kind)
-        return kind is None or kind.listed
 
     def cancel(self, project: str, job_id: str) -> dict[str, Any]:
         row = self.repo.get(project, job_id)

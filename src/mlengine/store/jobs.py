@@ -10,15 +10,27 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 
+from mlengine.core.names import LABEL_KEY_RE
 from mlengine.core.timeutil import utcnow
 from mlengine.errors import not_found
 from mlengine.store import paging
 from mlengine.store.database import Database
+from mlengine.store.filters import (
+    FieldCompiler,
+    Node,
+    SqlFilter,
+    optional_string_compiler,
+    parse_filter,
+    string_compiler,
+    timestamp_compiler,
+    to_sql,
+)
 from mlengine.store.models import JobRow, ReplicaRow
 
 
@@ -27,6 +39,54 @@ def etag_of(row: JobRow) -> str:
     invalidate a client's read-modify-write of its labels."""
     digest = hashlib.sha256(f"{row.id}:{row.labels_version or 0}".encode()).digest()[:8]
     return base64.b64encode(digest).decode()
+
+
+def job_field(name: str) -> FieldCompiler | None:
+    """How a field of a rendered Job compiles to SQL over the ``jobs`` table (None: Python only).
+    ``state``, ``jobId`` and ``createTime`` are columns; labels are a JSON object of strings
+    (``labels.KEY`` reads it with SQLite's ``json_extract`` / PostgreSQL's ``->>``)."""
+    if name == "state":
+        return string_compiler(JobRow.state)
+    if name == "jobId":
+        return string_compiler(JobRow.job_id)
+    if name == "createTime":
+        return timestamp_compiler(JobRow.create_time)
+    if name.startswith("labels.") and LABEL_KEY_RE.match(name[7:]):
+        return optional_string_compiler(JobRow.labels[name[7:]].as_string())
+    if name == "labels":
+        return _has_label
+    return None
+
+
+def _has_label(c: Any) -> Any:
+    """``labels:KEY`` (the key is present), ``labels:*`` (always: a job renders ``labels``)."""
+    from sqlalchemy import true
+
+    if c.op != ":":
+        return None
+    if c.value == "*":
+        return true()
+    return JobRow.labels[c.value].as_string().is_not(None) if LABEL_KEY_RE.match(c.value) else None
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """A list filter over jobs: ``sql`` narrows the rows in the database; ``node`` is the whole
+    expression, to evaluate in Python on the rendered jobs when ``sql`` is not exact."""
+
+    node: Node | None
+    sql: SqlFilter
+
+    @property
+    def needs_python(self) -> bool:
+        return not self.sql.exact
+
+
+def compile_job_filter(text: str | None) -> JobFilter:
+    """Parse an AIP-160 filter (``invalid("filter", ...)`` if it is wrong) and push down to SQL
+    what can be: ``state``, ``labels.*``, ``labels:KEY``, ``createTime``, ``jobId`` prefixes."""
+    node = parse_filter(text)
+    return JobFilter(node, to_sql(node, job_field))
 
 
 class JobRepository:
@@ -112,29 +172,40 @@ class JobRepository:
     def list_page(
         self,
         project: str,
-        predicate: Callable[[JobRow], bool],
+        predicate: Callable[[JobRow], bool] | None,
         page_size: int | None,
         page_token: str | None,
+        *,
+        where: JobFilter | None = None,
+        exclude_kinds: Collection[str] = (),
     ) -> tuple[list[JobRow], str | None]:
-        """Newest first. ``predicate`` filters rows (the API compiles the user's filter)."""
+        """Newest first. ``where`` (:func:`compile_job_filter`) and ``exclude_kinds`` select rows
+        in SQL; ``predicate`` (None: none) filters what SQL returned, in Python: give it only
+        when ``where.needs_python`` or for conditions SQL cannot know."""
         size = paging.page_size(page_size)
         before = paging.decode_id_token("id", page_token) if page_token else None
         result: list[JobRow] = []
-        batch = 500
+        batch = 500 if predicate is not None else size + 1
         with self.db.session() as s:
             cursor = before
             while len(result) <= size:
                 stmt = select(JobRow).where(JobRow.project == project)
+                if where is not None and where.sql.where is not None:
+                    stmt = stmt.where(where.sql.where)
+                if exclude_kinds:
+                    stmt = stmt.where(JobRow.kind.not_in(list(exclude_kinds)))
                 if cursor is not None:
                     stmt = stmt.where(JobRow.id < cursor)
                 rows = list(s.scalars(stmt.order_by(JobRow.id.desc()).limit(batch)))
                 if not rows:
                     break
                 for row in rows:
-                    if predicate(row):
+                    if predicate is None or predicate(row):
                         result.append(row)
                         if len(result) > size:
                             break
+                if len(rows) < batch:
+                    break
                 cursor = rows[-1].id
         if len(result) > size:
             return result[:size], paging.encode_token("id", result[size - 1].id)
