@@ -75,6 +75,7 @@ PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", _MODEL): "ml.models.get",
     ("PATCH", _MODEL): "ml.models.update",
     ("DELETE", _MODEL): "ml.models.delete",
+    ("GET", _MODEL + "/trafficStatus"): "ml.models.get",
     ("POST", _MODEL + ":predict"): "ml.models.predict",
     **_iam_routes(_MODEL, "ml.models"),
     ("POST", _MODEL + "/versions"): "ml.versions.create",

@@ -63,6 +63,16 @@ async def patch_model(project: str, model: str, request: Request,
     return await run_in_threadpool(_service(request).patch_model, project, model, body, updateMask)
 
 
+@router.get(MODELS + "/{model}/trafficStatus")
+async def traffic_status(project: str, model: str, request: Request) -> dict[str, Any]:
+    """mlengine extension: what the model's traffic policy measured since the server started
+    (shadow versions' agreement and per-feature differences, the canary's windows)."""
+    rendered = await run_in_threadpool(_service(request).get_model, project, model)  # 404 for an unknown model
+    serving = getattr(request.app.state, "serving", None)
+    measured = serving.traffic_status(project, model) if serving is not None else None
+    return {"name": rendered["name"], **(measured or {"policy": "default"})}
+
+
 @router.delete(MODELS + "/{model}")
 async def delete_model(project: str, model: str, request: Request) -> dict[str, Any]:
     result: dict[str, Any] = await run_in_threadpool(_service(request).delete_model, project, model)

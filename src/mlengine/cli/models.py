@@ -120,18 +120,36 @@ def describe(model: str, project: str | None) -> None:
 @click.option("--update-labels", metavar="KEY=VALUE,...", default=None, help="Labels to add or change.")
 @click.option("--remove-labels", metavar="KEY,...", default=None, help="Labels to remove.")
 @click.option("--clear-labels", is_flag=True, help="Remove all labels (before --update-labels).")
+@click.option("--traffic-split", metavar="VERSION=PERCENT,...", default=None,
+              help="Split calls on the model's name between versions (percents summing to 100).")
+@click.option("--routing-key", metavar="NAME", default=None,
+              help="Instance field or request header whose value makes the split sticky ('' clears it).")
+@click.option("--shadow", metavar="VERSION,...", default=None,
+              help="Versions that get a copy of the traffic, compared and never returned ('' clears them).")
+@click.option("--canary", metavar="KEY=VALUE,...|JSON", default=None,
+              help="Canary guards: stable=V,canary=V[,maxErrorRate=R,maxLatencyRatio=X,maxDisagreement=R,"
+                   "windowSeconds=S,minRequests=N,promotionSteps=25:50:100,promotionIntervalSeconds=S] "
+                   "('' clears it).")
+@click.option("--clear-traffic", is_flag=True, help="Back to the default version answering every call.")
 def update(model: str, project: str | None, description: str | None, update_labels: str | None,
-           remove_labels: str | None, clear_labels: bool) -> None:
-    """Update the description or labels of model MODEL.
+           remove_labels: str | None, clear_labels: bool, traffic_split: str | None, routing_key: str | None,
+           shadow: str | None, canary: str | None, clear_traffic: bool) -> None:
+    """Update the description, labels or traffic of model MODEL.
 
     Labels are read, changed and written back guarded by the model's etag, so a concurrent
-    change is refused instead of overwritten.
+    change is refused instead of overwritten. Traffic options (an mlengine extension) take
+    effect on the next call, without dropping one in flight.
 
     \b
     Examples:
       mle models update taxifare --description "NYC taxi fares, 2024"
       mle models update taxifare --update-labels stage=prod --remove-labels draft
       mle models update taxifare --clear-labels
+      mle models update taxifare --traffic-split v1=90,v2=10 --shadow v3
+      mle models update taxifare --traffic-split v1=90,v2=10 --routing-key user_id
+      mle models update taxifare --traffic-split v1=95,v2=5 \\
+          --canary stable=v1,canary=v2,maxErrorRate=0.02,promotionSteps=25:50:100,promotionIntervalSeconds=600
+      mle models update taxifare --clear-traffic
     """
     c = client()
     name = project_of(project)
@@ -147,11 +165,90 @@ def update(model: str, project: str | None, description: str | None, update_labe
         labels.update(parse_key_values(update_labels, "--update-labels"))
         body["labels"], body["etag"] = labels, current.get("etag")
         mask.append("labels")
+    traffic = _traffic_body(traffic_split, routing_key, shadow, canary, clear_traffic)
+    body.update(traffic)
+    mask += list(traffic)
     if not mask:
-        raise click.UsageError("Nothing to update: give --description, --update-labels, --remove-labels or "
-                               "--clear-labels.")
+        raise click.UsageError("Nothing to update: give --description, --update-labels, --remove-labels, "
+                               "--clear-labels or a traffic option (--traffic-split, --shadow, --canary).")
     c.wait_operation(c.patch_model(name, model, {k: v for k, v in body.items() if v is not None}, ",".join(mask)))
     output.status(f"Updated model [{model}].")
+
+
+def _traffic_body(split: str | None, routing_key: str | None, shadow: str | None, canary: str | None,
+                  clear: bool) -> dict[str, Any]:
+    """The traffic fields of a model patch from the options (their names are the mask)."""
+    body: dict[str, Any] = {}
+    if clear:
+        return {"trafficSplit": None, "routingKey": None, "shadowVersions": None, "canary": None}
+    if split is not None:
+        shares = parse_key_values(split, "--traffic-split")
+        body["trafficSplit"] = {}
+        for name, share in shares.items():
+            if not str(share).isdigit():
+                raise click.BadParameter(f"{name}={share}: the share must be an integer percent",
+                                         param_hint="--traffic-split")
+            body["trafficSplit"][name] = int(share)
+    if routing_key is not None:
+        body["routingKey"] = routing_key or None
+    if shadow is not None:
+        body["shadowVersions"] = parse_list(shadow) or None
+    if canary is not None:
+        body["canary"] = _canary(canary) if canary else None
+    return body
+
+
+_CANARY_NUMBERS = ("maxErrorRate", "maxLatencyRatio", "maxDisagreement", "windowSeconds",
+                   "promotionIntervalSeconds")
+
+
+def _canary(text: str) -> dict[str, Any]:
+    """``--canary``: JSON, or ``key=value`` pairs (numbers where the field is one)."""
+    import json
+
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError as err:
+            raise click.BadParameter(f"not valid JSON: {err}", param_hint="--canary") from None
+        if not isinstance(value, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--canary")
+        return value
+    out: dict[str, Any] = {}
+    promotion: dict[str, Any] = {}
+    for key, raw in parse_key_values(text, "--canary").items():
+        try:
+            if key == "promotionSteps":
+                promotion["steps"] = [int(step) for step in str(raw).split(":") if step]
+            elif key == "promotionIntervalSeconds":
+                promotion["intervalSeconds"] = float(raw)
+            elif key == "minRequests":
+                out[key] = int(raw)
+            elif key in _CANARY_NUMBERS:
+                out[key] = float(raw)
+            else:
+                out[key] = raw
+        except ValueError:
+            raise click.BadParameter(f"{key}={raw}: must be a number", param_hint="--canary") from None
+    if promotion:
+        out["promotion"] = promotion
+    return out
+
+
+@models.command("traffic-status")
+@click.argument("model")
+@project_option
+@region_option
+def traffic_status(model: str, project: str | None) -> None:
+    """Show what MODEL's traffic policy measured (mlengine extension): shadow versions'
+    agreement and per-feature differences, the canary's windows and rollback reason.
+
+    \b
+    Examples:
+      mle models traffic-status taxifare
+      mle models traffic-status taxifare --format 'value(shadows.v3.agreementRate)'
+    """
+    output.print_resource(client().traffic_status(project_of(project), model))
 
 
 @models.command()

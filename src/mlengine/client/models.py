@@ -59,6 +59,10 @@ class ModelsMixin:
         return dict(self.request("PATCH", f"{self._models(project)}/{_seg(model)}",
                                  params={"updateMask": update_mask}, json=dict(body)))
 
+    def traffic_status(self, project: str, model: str) -> dict[str, Any]:
+        """mlengine extension: the model's shadow comparisons and canary windows."""
+        return dict(self.request("GET", f"{self._models(project)}/{_seg(model)}/trafficStatus"))
+
     # Versions ----------------------------------------------------------------------------------
     def create_version(self, project: str, model: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Start creating a version; returns the Operation (see :meth:`wait_operation`)."""

@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,6 +63,7 @@ LAST_USE_FLUSH_SECONDS = 10.0
 NOTIFY_TIMEOUT_SECONDS = 60.0
 CREATE_VERSION = "CREATE_VERSION"
 DELETE_VERSION = "DELETE_VERSION"
+_WRITES: set[asyncio.Task[None]] = set()  # traffic changes being stored (kept referenced)
 CREATING, READY, DELETING, FAILED = (VersionState.CREATING.value, VersionState.READY.value,
                                      VersionState.DELETING.value, VersionState.FAILED.value)
 
@@ -233,7 +235,9 @@ class ServingManager(ServingEvents):
             return
         route = self.routes.setdefault(key, ModelRoute())
         route.default = model.default_version
-        route.policy = self.traffic(model)
+        policy = self.traffic(model)
+        policy.adopt(route.policy, partial(self._write_traffic, model.id, project, name))
+        route.policy = policy
         seen = set()
         for row in versions:
             seen.add(row.name)
@@ -261,6 +265,29 @@ class ServingManager(ServingEvents):
             gone_version = route.versions.pop(name_)
             if gone_version.pool is not None:
                 gone_version.pool.close()
+
+    def _write_traffic(self, pk: int, project: str, name: str,
+                       change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """A traffic policy's own change of the model (a canary's rollback or promotion step):
+        stored, then applied like any other change."""
+        async def write() -> None:
+            def apply(model: ModelRow) -> None:
+                model.spec = change(dict(model.spec or {}))
+
+            try:
+                await asyncio.to_thread(self.repo.update_model, pk, apply)
+            except MLEngineError:
+                log.exception("recording the traffic change of model %s failed", name)
+            await self.reconcile_model(project, name)
+
+        task = asyncio.get_running_loop().create_task(write())
+        _WRITES.add(task)
+        task.add_done_callback(_WRITES.discard)
+
+    def traffic_status(self, project: str, model: str) -> dict[str, Any] | None:
+        """What the model's traffic policy measured (shadow comparisons, canary windows)."""
+        route = self.routes.get((project, model))
+        return route.policy.status() if route is not None else None
 
     def _spawn(self, registry: dict[int, asyncio.Task[None]], pk: int, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)

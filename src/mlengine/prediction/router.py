@@ -6,8 +6,12 @@ the :data:`Authorizer` the api layer hands in (IAM permission ``ml.models.predic
 model, from the same in-memory token and permission caches as every other route), refuse
 non-JSON content types, read the body under the size limit (``Content-Length`` checked before
 reading, chunked bodies counted as they arrive; 413 either way), resolve the version in the
-serving manager's in-memory table and forward the raw body to a replica. The replica's answer
-is written back as is.
+serving manager's in-memory table (a call on the model's name asks the model's
+:class:`~mlengine.prediction.traffic.TrafficPolicy`, with the call's routing key when the policy
+is sticky) and forward the raw body to a replica. The replica's answer is written back as is,
+with ``X-MLE-Version`` naming the version that answered. Shadow versions get a copy of the
+body at the same time; their answers are compared with the served one after the response went
+out (:meth:`TrafficPolicy.record_mirror`), never returned.
 
 Authentication errors use the Google error shape like every route; everything after that uses
 prediction's flat ``{"error": "message"}``. :class:`PredictMiddleware` is installed by
@@ -17,12 +21,19 @@ enumerable (permission test) and work even without the middleware.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+from mlengine.core import metrics
 from mlengine.prediction import jsonio
 from mlengine.prediction.pool import Result, error_result
+from mlengine.prediction.traffic import VERSION_HEADER, TrafficPolicy
+
+ROUTING_HEADER = b"x-mle-routing-key"
 
 log = logging.getLogger("mlengine.serving")
 PERMISSION = "ml.models.predict"
@@ -116,16 +127,66 @@ async def handle_predict(scope: Scope, receive: Any, send: Any, authorize: Autho
         await _send(send, *body)
         return
     project, model, version = target
+    policy: TrafficPolicy | None = None
+    if version is None:
+        route = manager.routes.get((project, model))
+        if route is not None:
+            policy = route.policy
+            key = routing_key(policy.routing_key, scope["headers"], body) if policy.routing_key else None
+            version = policy.choose(route, key)
     found = manager.resolve(project, model, version)
     if isinstance(found, tuple):
         await _send(send, *found)
         return
+    mirrors = policy.mirror(version) if policy is not None and version is not None else ()
+    copies = [(name, asyncio.ensure_future(pool.predict(body))) for name in mirrors
+              if not isinstance(pool := manager.resolve(project, model, name), tuple)] if mirrors else ()
+    if not found.replicas and not found.starting and not found.closed:  # this request starts one
+        metrics.scale_from_zero(project, model, version or "")
+    started = time.perf_counter()
     try:
         status, payload, extra = await found.predict(body)
     except Exception as err:  # never let a prediction become a hang or a stack trace
         log.exception("predict on %s failed", found.label)
         status, payload, extra = error_result(500, f"Internal error: {type(err).__name__}")
-    await _send(send, status, payload, extra)
+    elapsed = time.perf_counter() - started
+    metrics.prediction(project, model, version or "", status, elapsed)
+    await _send(send, status, payload, [*extra, (VERSION_HEADER, version.encode())] if version else extra)
+    if policy is not None and version is not None:
+        if policy.observes:
+            policy.observe(version, status, elapsed, body, payload)
+        for name, copy in copies:
+            copy.add_done_callback(partial(_compare, policy, version, name, (status, payload)))
+
+
+def _compare(policy: TrafficPolicy, served: str, shadow: str, answer: tuple[int, bytes],
+             copy: asyncio.Future[Result]) -> None:
+    """A shadow's (or mirror's) answer against the served one, once both are in."""
+    if copy.cancelled():
+        return
+    error = copy.exception()
+    other = (500, jsonio.error_body(f"{type(error).__name__}")) if error is not None else copy.result()[:2]
+    try:
+        policy.record_mirror(served, shadow, answer, other)
+    except Exception:  # bookkeeping must never disturb serving
+        log.exception("comparing %s with %s failed", shadow, served)
+
+
+def routing_key(name: str, headers: list[tuple[bytes, bytes]], body: bytes) -> str | None:
+    """The call's routing key: the header ``name`` (or ``X-MLE-Routing-Key``), else the field
+    ``name`` of the first instance; None when the call has none."""
+    wanted = name.lower().encode("latin-1", "replace")
+    for key, value in headers:
+        if key in (wanted, ROUTING_HEADER):
+            return value.decode("latin-1")
+    try:
+        instances = jsonio.loads(body).get("instances")
+        first = instances[0] if isinstance(instances, list) and instances else None
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(first, dict) and name in first and first[name] is not None:
+        return str(first[name])
+    return None
 
 
 class PredictMiddleware:

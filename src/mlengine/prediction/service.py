@@ -50,6 +50,18 @@ def _mask(update_mask: str | None, allowed: tuple[str, ...]) -> list[str]:
     return mask
 
 
+def _traffic_uses(spec: Mapping[str, Any], version: str) -> str | None:
+    """Which of the model's traffic fields still sends ``version`` calls (None: none)."""
+    if (spec.get("trafficSplit") or {}).get(version):
+        return "trafficSplit"
+    if version in (spec.get("shadowVersions") or ()):
+        return "shadowVersions"
+    canary = spec.get("canary") or {}
+    if version in (canary.get("stable"), canary.get("canary")):
+        return "canary"
+    return None
+
+
 def _check_etag(body: Mapping[str, Any], row_id: int, version: int, what: str) -> None:
     given = body.get("etag")
     if given and given != etag_of(row_id, version):
@@ -118,18 +130,34 @@ class ModelService:
     def patch_model(self, project: str, name: str, body: Any, update_mask: str | None) -> dict[str, Any]:
         if not isinstance(body, Mapping):
             raise invalid("model", "the request body must be a JSON object (a Model)")
-        mask = _mask(update_mask, ("description", "labels"))
-        fields = specs.validate_model({**body, "name": name} if "name" not in body else body)
+        mask = _mask(update_mask, ("description", "labels", *specs.TRAFFIC_FIELDS))
+        fields = specs.validate_model({**body, "name": name} if "name" not in body else body, patching=True)
         row = self.repo.get_model(project, name)
         _check_etag(body, row.id, row.version, "model")
+        traffic: dict[str, Any] = {}
+        if any(m in specs.TRAFFIC_FIELDS for m in mask):
+            from mlengine.prediction.traffic import validate_traffic
+
+            live = {v.name for v in self.repo.versions_of(row.id) if v.state not in (FAILED, DELETING)}
+            traffic = validate_traffic(body, mask, live, row.spec or {})
 
         def change(model: ModelRow) -> None:
             if "description" in mask:
                 model.description = fields["description"]
             if "labels" in mask:
                 model.labels = fields["labels"]
+            if traffic:
+                spec = dict(model.spec or {})
+                for key, value in traffic.items():
+                    if value is None:
+                        spec.pop(key, None)
+                    else:
+                        spec[key] = value
+                model.spec = spec
 
         updated = self.repo.update_model(row.id, change)
+        if traffic:
+            self.events.model_changed(project, name)
         response = {"@type": MODEL_TYPE, **self._model_json(updated)}
         return self._operation(project, "UPDATE_MODEL", name, None, {}, True, response)
 
@@ -235,6 +263,10 @@ class ModelService:
         row = self.repo.get_version(model, name)
         if row.state == DELETING:
             raise failed_precondition(f"Version {name} is already being deleted")
+        serving = _traffic_uses(model.spec or {}, name)
+        if serving:
+            raise failed_precondition(f"Cannot delete version {name}: the model's {serving} names it; change "
+                                      "the model's traffic first (models.patch)")
         others = [v for v in self.repo.versions_of(model.id) if v.name != name]
         if model.default_version == name and others:
             raise failed_precondition(

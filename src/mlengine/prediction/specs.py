@@ -32,8 +32,10 @@ from mlengine.store.serving import ModelRow, VersionRow, etag
 
 PREDICTION_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 MODEL_OUTPUT = frozenset({"etag", "defaultVersion"})
+#: mlengine's traffic fields of a Model (set by models.patch, see mlengine.prediction.traffic).
+TRAFFIC_FIELDS = ("trafficSplit", "routingKey", "shadowVersions", "canary")
 MODEL_INPUT = frozenset({"name", "description", "labels", "regions", "onlinePredictionLogging",
-                         "onlinePredictionConsoleLogging"})
+                         "onlinePredictionConsoleLogging", *TRAFFIC_FIELDS})
 VERSION_OUTPUT = frozenset({"state", "createTime", "isDefault", "etag", "errorMessage", "lastUseTime",
                             "lastMigrationModelId", "lastMigrationTime", "replicas", "warnings"})
 VERSION_INPUT = frozenset({"name", "description", "deploymentUri", "framework", "runtimeVersion", "pythonVersion",
@@ -93,10 +95,15 @@ def _string(body: Mapping[str, Any], key: str, field: str | None = None) -> str 
     return value
 
 
-def validate_model(body: Any) -> dict[str, Any]:
+def validate_model(body: Any, patching: bool = False) -> dict[str, Any]:
+    """A Model body; its traffic fields are checked by the patch that sets them
+    (:func:`mlengine.prediction.traffic.validate_traffic`): a new model has no versions yet."""
     if not isinstance(body, Mapping):
         raise invalid("model", "the request body must be a JSON object (a Model)")
     _check_fields(body, MODEL_INPUT, MODEL_OUTPUT, "Model")
+    for key in TRAFFIC_FIELDS:
+        if body.get(key) and not patching:
+            raise invalid(key, "can be set once the model has versions (models.patch with updateMask)")
     regions = body.get("regions") or []
     if not isinstance(regions, list) or len(regions) > 1 or not all(isinstance(r, str) for r in regions):
         raise invalid("regions", "must be a list with at most one region")
@@ -294,6 +301,9 @@ def render_model(row: ModelRow, default: VersionRow | None) -> dict[str, Any]:
     for flag in ("onlinePredictionLogging", "onlinePredictionConsoleLogging"):
         if spec.get(flag):
             model[flag] = True
+    for key in TRAFFIC_FIELDS:
+        if spec.get(key):
+            model[key] = spec[key]
     if default is not None:
         model["defaultVersion"] = render_version(row, default)
     model["etag"] = etag(row.id, row.version)
