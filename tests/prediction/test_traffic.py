@@ -7,21 +7,24 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from tests.prediction.fakes import FakeBackend
-from tests.prediction.test_manager import Parts, make, model_dir, run  # noqa: F401 - make is a fixture
+from tests.prediction.test_manager import Parts, model_dir, run
 
+from mlengine.config import load_settings
 from mlengine.errors import MLEngineError
 from mlengine.prediction.backends import ReplicaChannel, ReplicaOwner, ReplicaTemplate, Result
 from mlengine.prediction.canary import CanaryPolicy, validate_canary
+from mlengine.prediction.policies import policy_for, validate_split
 from mlengine.prediction.router import handle_predict
 from mlengine.prediction.shadow import ShadowStats
-from mlengine.prediction.traffic import SplitPolicy, bucket_of, policy_for, validate_split
+from mlengine.prediction.traffic import SplitPolicy, bucket_of
+from mlengine.store.database import Database, open_database
 
 Rule = Callable[[list[Any]], tuple[int, Any]]
 
@@ -70,6 +73,21 @@ async def predict(parts: Parts, body: dict[str, Any], headers: list[tuple[bytes,
 
     await handle_predict(scope, receive, send, lambda *_: None)
     return sent[0]["status"], dict(sent[0]["headers"]), json.loads(sent[1]["body"])
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Callable[[], Parts]]:
+    """``make()``: the manager and model service over a fresh SQLite store (test_manager's)."""
+    databases: list[Database] = []
+
+    def build() -> Parts:
+        db = open_database(f"sqlite:///{tmp_path / 'store.db'}")
+        databases.append(db)
+        return Parts(load_settings(home=tmp_path / "home"), db, None)
+
+    yield build
+    for db in databases:
+        db.dispose()
 
 
 def versioned(make: Callable[..., Parts], tmp_path: Path, *names: str) -> tuple[Parts, VersionedBackend]:
@@ -157,7 +175,8 @@ def test_split_via_patch_routes_and_names_the_version(make: Callable[..., Parts]
                     for i in range(30)}
         assert len(by_header) == 1 and by_header == by_field
         # A version that names itself in the URL is not split; the header names it too.
-        status, headers, _ = await predict(parts, {"instances": [1]}, path="/v1/projects/p/models/m/versions/v3:predict")
+        status, headers, _ = await predict(parts, {"instances": [1]},
+                                           path="/v1/projects/p/models/m/versions/v3:predict")
         assert status == 200 and headers[b"x-mle-version"] == b"v3"
         # Bad patches name the field; versions in the split cannot be deleted.
         for body, mask, field in (({"trafficSplit": {"v1": 50, "zz": 50}}, "trafficSplit", "trafficSplit.zz"),

@@ -49,6 +49,7 @@ from mlengine.jobs.sandboxing import build_confinement
 from mlengine.prediction import specs, staging
 from mlengine.prediction.backends import ReplicaBackend, ReplicaStartError, ReplicaTemplate, create_backend
 from mlengine.prediction.events import ServingEvents
+from mlengine.prediction.policies import policy_for
 from mlengine.prediction.pool import Result, Scaling, VersionPool, error_result
 from mlengine.prediction.replica import ReplicaConfig
 from mlengine.prediction.service import VERSION_TYPE

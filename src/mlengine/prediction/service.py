@@ -136,7 +136,7 @@ class ModelService:
         _check_etag(body, row.id, row.version, "model")
         traffic: dict[str, Any] = {}
         if any(m in specs.TRAFFIC_FIELDS for m in mask):
-            from mlengine.prediction.traffic import validate_traffic
+            from mlengine.prediction.policies import validate_traffic
 
             live = {v.name for v in self.repo.versions_of(row.id) if v.state not in (FAILED, DELETING)}
             traffic = validate_traffic(body, mask, live, row.spec or {})

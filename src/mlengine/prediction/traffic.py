@@ -14,7 +14,7 @@ Contract
   :meth:`TrafficPolicy.observe` sees every model-level answer off the response's path (the
   canary's guards read it, :mod:`mlengine.prediction.canary`).
 - The serving manager keeps one policy per model, made by its policy factory from the stored
-  model (:func:`policy_for`) whenever the model is reconciled; the new policy
+  model (:func:`mlengine.prediction.policies.policy_for`) whenever the model is reconciled; the new policy
   :meth:`~TrafficPolicy.adopt`\\ s the previous one's counters when its configuration is the same,
   so a reconcile does not reset a canary's window or the shadow comparison. Policies hold no
   per-request state that would need a lock (one event loop thread).
@@ -22,9 +22,9 @@ Contract
   ``trafficSplit``), :class:`SplitPolicy` (weighted split, sticky per routing key, shadows),
   :class:`~mlengine.prediction.canary.CanaryPolicy` (a split with guards and rollback).
 
-The stored fields (an mlengine extension of ``Model``, Vertex-shaped) are validated here:
-``trafficSplit`` (version → integer percent, summing to 100), ``routingKey`` (an instance field
-or request header naming the key that makes the split sticky) and ``shadowVersions``.
+The stored fields (an mlengine extension of ``Model``, Vertex-shaped: ``trafficSplit``,
+``routingKey``, ``shadowVersions``, ``canary``) are validated, and turned into a policy, by
+:mod:`mlengine.prediction.policies`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
-from mlengine.errors import invalid
 from mlengine.prediction.shadow import ShadowStats
 
 #: The response header that says which version answered a model-level call.
@@ -157,84 +156,3 @@ class SplitPolicy(TrafficPolicy):
         if self.shadow_stats:
             out["shadows"] = {name: stats.render() for name, stats in self.shadow_stats.items()}
         return out
-
-
-def policy_for(model: Any) -> TrafficPolicy:
-    """The policy of a stored model: its canary, its split, or its default version."""
-    spec = getattr(model, "spec", None) or {}
-    split = spec.get("trafficSplit")
-    shadows = tuple(spec.get("shadowVersions") or ())
-    if spec.get("canary") and split:
-        from mlengine.prediction.canary import CanaryPolicy
-
-        return CanaryPolicy(split, spec["canary"], spec.get("routingKey"), shadows)
-    if split or shadows:
-        return SplitPolicy(split or ({model.default_version: 100} if model.default_version else {}),
-                           spec.get("routingKey"), shadows)
-    return DEFAULT_POLICY
-
-
-# Validation -----------------------------------------------------------------------------------
-def validate_split(value: Any, field: str = "trafficSplit") -> dict[str, int]:
-    """``{"v1": 90, "v2": 10}``: version names → integer percents summing to 100."""
-    from mlengine.core.names import short_name
-
-    if not isinstance(value, Mapping) or not value:
-        raise invalid(field, 'must be an object of version name to percent, like {"v1": 90, "v2": 10}')
-    out: dict[str, int] = {}
-    for name, share in value.items():
-        short_name(name, f"{field}.{name}", "version")
-        if isinstance(share, str) and share.isdigit():
-            share = int(share)
-        if not isinstance(share, int) or isinstance(share, bool) or not 0 <= share <= 100:
-            raise invalid(f"{field}.{name}", "must be an integer percent between 0 and 100")
-        out[str(name)] = share
-    if sum(out.values()) != 100:
-        raise invalid(field, f"the percents must sum to 100, not {sum(out.values())}")
-    return out
-
-
-def validate_traffic(body: Mapping[str, Any], mask: list[str], versions: set[str],
-                     current: Mapping[str, Any]) -> dict[str, Any]:
-    """The traffic fields of a model patch (``mask`` holds the ones to change), checked
-    against the model's ``versions``; returns the new values (None: cleared)."""
-    from mlengine.prediction.canary import validate_canary
-
-    out: dict[str, Any] = {}
-    if "trafficSplit" in mask:
-        split = body.get("trafficSplit")
-        out["trafficSplit"] = validate_split(split) if split else None
-    if "routingKey" in mask:
-        key = body.get("routingKey")
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 128 or not key.isprintable()):
-            raise invalid("routingKey", "must be an instance field or header name (at most 128 characters)")
-        out["routingKey"] = key or None
-    if "shadowVersions" in mask:
-        shadows = body.get("shadowVersions") or []
-        if not isinstance(shadows, list) or not all(isinstance(s, str) and s for s in shadows):
-            raise invalid("shadowVersions", 'must be a list of version names, like ["v3"]')
-        out["shadowVersions"] = list(dict.fromkeys(shadows)) or None
-    if "canary" in mask:
-        out["canary"] = validate_canary(body.get("canary")) if body.get("canary") else None
-    merged = {**{k: current.get(k) for k in TRAFFIC_FIELDS}, **out}
-    split = merged.get("trafficSplit") or {}
-    for name in [*split, *(merged.get("shadowVersions") or [])]:
-        if name not in versions:
-            field = "trafficSplit" if name in split else "shadowVersions"
-            raise invalid(f"{field}.{name}" if field == "trafficSplit" else field,
-                          f"version {name!r} does not exist in this model")
-    for name in merged.get("shadowVersions") or []:
-        if split.get(name):
-            raise invalid("shadowVersions", f"version {name!r} serves part of the trafficSplit; a shadow "
-                          "version gets a copy of the traffic and must not serve")
-    canary = merged.get("canary")
-    if canary:
-        if not split:
-            raise invalid("canary", "needs a trafficSplit naming its stable and canary versions")
-        named = {canary["stable"], canary["canary"]}
-        if set(split) - named or not named <= set(split):
-            raise invalid("trafficSplit", f"with a canary the split names exactly its stable and canary versions "
-                          f"({canary['stable']}, {canary['canary']})")
-        if "trafficSplit" in mask and "canary" not in mask:  # a new split starts a new run
-            out["canary"] = {k: v for k, v in canary.items() if k not in CANARY_STATUS}
-    return out
