@@ -53,7 +53,7 @@ from mlengine.prediction.policies import policy_for
 from mlengine.prediction.pool import Result, Scaling, VersionPool, error_result
 from mlengine.prediction.replica import ReplicaConfig
 from mlengine.prediction.service import VERSION_TYPE
-from mlengine.prediction.traffic import DEFAULT_POLICY, TrafficPolicy, policy_for
+from mlengine.prediction.traffic import DEFAULT_POLICY, TrafficPolicy
 from mlengine.storage.policy import uri_policy
 from mlengine.store.operations import OperationRow
 from mlengine.store.serving import ModelRow, ServingRepository, VersionRow
