@@ -37,7 +37,7 @@ def test_roles_become_server_bindings_and_come_back(old_database: Database) -> N
     old_database.migrate()
     with old_database.engine.connect() as conn:
         heads = sorted(conn.execute(text("SELECT version_num FROM mlengine_alembic_version")).scalars())
-    assert heads == ["0007"]
+    assert len(heads) == 1 and heads[0] >= "0007"  # one head again (later migrations may follow)
     assert "role" not in {c["name"] for c in inspect(old_database.engine).get_columns("tokens")}
 
     tokens = TokenRepository(old_database)

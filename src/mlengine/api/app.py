@@ -12,6 +12,7 @@ from mlengine.api.auth import Authorizer, TokenCache, authorize, authorize_predi
 from mlengine.api.errors import install_error_handlers
 from mlengine.api.hosts import HostGuard
 from mlengine.api.paths import check_path
+from mlengine.api.users import router as users_router
 
 
 def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: Any = None,
@@ -41,6 +42,7 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
     app.state.service_accounts = service_accounts
     install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(users_router)
     app.include_router(iam.router)  # before jobs and models: GET .../jobs/J:getIamPolicy is no job J:...
     app.include_router(jobs.router)
     app.state.models = model_service
@@ -59,6 +61,9 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
 
     app.add_middleware(PredictMiddleware, authorize=authorize_predict)
     app.state.unimplemented = discovery.install(app, iter_routes(app))
+    from mlengine.console import create_console
+
+    app.mount("/console", create_console(app.state))  # session-cookie auth: mlengine.console.routes
     app.state.server_hosts = set()  # the host serve() binds (api/hosts.py)
     app.add_middleware(HostGuard, state=app.state)  # outermost: before routing and predictions
     return app

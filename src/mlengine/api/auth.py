@@ -14,6 +14,12 @@ is the union of the roles bound to it on the resource's chain (server, project, 
 and effective permissions are cached per (principal, resource) until a policy changes, so no
 request (a prediction least of all) reads the database to be authorized. List routes check
 the project: ``jobs.list`` needs ``ml.jobs.list`` on the project (or the server), not on jobs.
+
+The web console (``/console``, :mod:`mlengine.console`) is a mounted app outside this table:
+it authenticates a browser by its session cookie instead of a bearer header, and each of its
+routes declares the API permission it needs in :data:`mlengine.console.routes.PERMISSIONS`,
+checked with this module's :class:`Authorizer` on the same resources (a test enumerates its
+routes as this table's test does).
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/v1/tokens"): "mlengine.tokens.create",
     ("GET", "/v1/tokens"): "mlengine.tokens.list",
     ("DELETE", "/v1/tokens/{name}"): "mlengine.tokens.delete",
+    # Console users (name + password) are credentials like tokens: the same admin permissions.
+    ("POST", "/v1/users"): "mlengine.tokens.create",
+    ("GET", "/v1/users"): "mlengine.tokens.list",
+    ("DELETE", "/v1/users/{name}"): "mlengine.tokens.delete",
     **_iam_routes("/v1/projects/{project}", "resourcemanager.projects"),
     ("POST", "/v1/projects/{project}/serviceAccounts"): "iam.serviceAccounts.create",
     ("GET", "/v1/projects/{project}/serviceAccounts"): "iam.serviceAccounts.list",
@@ -138,6 +148,15 @@ class TokenCache:
         with self._lock:
             self._entries = entries
             self._generation = generation
+
+    def named(self, name: str) -> Identity | None:
+        """The identity of the token called ``name`` while it exists (a console session signed
+        in with a token lives only as long as the token)."""
+        if getattr(self.repo, "generation", 0) != self._generation:
+            self.refresh()
+        with self._lock:
+            entries = self._entries
+        return next((identity for _, identity in entries if identity.name == name), None)
 
     def lookup(self, token: str) -> Identity | None:
         if getattr(self.repo, "generation", 0) != self._generation:

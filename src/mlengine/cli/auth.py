@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -12,6 +14,7 @@ from mlengine.cli.iam import add_iam_commands, server_resource
 from mlengine.client.connection import resolve_token
 
 ROLES = ("viewer", "editor", "admin")
+USERS_TABLE = "table(name, groups.join(','), roles.join(','):label=SERVER_ROLES, createTime.date():label=CREATED)"
 TOKENS_TABLE = ("table(name, principal, groups.join(','), roles.join(','):label=SERVER_ROLES, "
                 "createTime.date():label=CREATED)")
 
@@ -170,3 +173,68 @@ def delete_service_account(account_id: str, project: str | None) -> None:
 
 add_iam_commands(auth, "", server_resource, "", "the server (bindings there apply to every project)",
                  "roles/ml.viewer", with_project=False)
+
+
+@auth.group("users", cls=MleGroup)
+def users() -> None:
+    """Manage the people who sign in to the web console (/console) with a name and a password.
+
+    A user speaks for user:NAME (and its groups); what it may do is what IAM grants them, like a
+    token of the same user. Anyone with a token can also sign in with the token.
+
+    \b
+    Examples:
+      mle auth users create ann --role editor
+      printf '%s' "$PASSWORD" | mle auth users create ci-viewer --password-stdin
+      mle auth users list
+      mle auth users delete ann
+    """
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--role", metavar="ROLE", default="viewer", show_default=True, callback=_role,
+              help="Role granted on the server-wide policy: viewer, editor, admin, any roles/... name, or none.")
+@click.option("--group", "groups", metavar="GROUP", multiple=True, help="A group the user belongs to (repeatable).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of prompting.")
+def create_user(name: str, role: str, groups: tuple[str, ...], password_stdin: bool) -> None:
+    """Create console user NAME with a password (asked for twice, or read from stdin).
+
+    \b
+    Examples:
+      mle auth users create ann --role editor
+      mle auth users create bob --role none --group analysts
+    """
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    body: dict[str, Any] = {"name": name, "password": password, "role": role, "groups": list(groups)}
+    created = client().request("POST", "/v1/users", json=body)
+    output.print_resource(created, lambda u: output.status(
+        f"Created user [{u.get('name')}] ({', '.join(u.get('roles') or []) or 'no server-wide role'}); "
+        "they sign in at /console."))
+
+
+@users.command("list")
+def list_users() -> None:
+    """List console users (names, groups, server-wide roles; never passwords).
+
+    \b
+    Examples:
+      mle auth users list --format json
+    """
+    output.print_list(client().request("GET", "/v1/users").get("users", []), USERS_TABLE)
+
+
+@users.command("delete")
+@click.argument("name")
+def delete_user(name: str) -> None:
+    """Delete console user NAME and end their sessions.
+
+    \b
+    Examples:
+      mle auth users delete ann
+    """
+    client().request("DELETE", f"/v1/users/{quote(name, safe='')}")
+    output.status(f"Deleted user [{name}].")

@@ -37,6 +37,11 @@ def _encode(offsets: dict[str, int]) -> str:
     return base64.urlsafe_b64encode(json.dumps(offsets, sort_keys=True).encode()).decode()
 
 
+def cursor_at(offsets: Mapping[str, int]) -> str:
+    """A cursor that starts each named file at a byte offset (the console starts at the tail)."""
+    return _encode(dict(offsets))
+
+
 def read_logs(
     logs_dir: Path,
     task_name: str | None = None,

@@ -111,3 +111,32 @@ class ServiceAccountRow(Base):
     account_id: Mapped[str] = mapped_column(String(64))
     display_name: Mapped[str] = mapped_column(String(256), default="")
     create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ConsoleUserRow(Base):
+    """A person who signs in to the web console with a password (salted scrypt hash only)."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    groups: Mapped[list[Any]] = mapped_column(JSON, default=list, nullable=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ConsoleSessionRow(Base):
+    """A signed-in browser: the digest of its cookie's secret, who it speaks for (a token's
+    principal, ``token_name``, or a console user's, ``user_name``), its CSRF token and expiry."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    principal: Mapped[str] = mapped_column(String(320))
+    groups: Mapped[list[Any]] = mapped_column(JSON, default=list, nullable=True)
+    token_name: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    user_name: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    create_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expire_time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
