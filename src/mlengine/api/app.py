@@ -54,6 +54,9 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
     app.state.services = services_manager
     app.include_router(services.router)
     app.router.routes.extend(services.PROXY_ROUTES)
+    from mlengine.api import notebooks
+
+    app.include_router(notebooks.router)
     app.state.vizier = vizier_service
     app.include_router(locations.router)
     app.include_router(vizier.router)

@@ -125,6 +125,14 @@ PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/v1/projects/{project}/services/{name}:stop"): "mlengine.services.stop",
     **{(method, "/v1/projects/{project}/services/{name}/proxy/{path:path}"): "mlengine.services.use"
        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")},
+    # Notebook instances (mlengine, api/notebooks.py): services of the notebook kind.
+    ("POST", "/v1/projects/{project}/notebooks"): "mlengine.services.create",
+    ("GET", "/v1/projects/{project}/notebooks"): "mlengine.services.list",
+    ("GET", "/v1/projects/{project}/notebooks/{name}"): "mlengine.services.get",
+    ("GET", "/v1/projects/{project}/notebooks/{name}/history"): "mlengine.services.get",
+    ("DELETE", "/v1/projects/{project}/notebooks/{name}"): "mlengine.services.delete",
+    ("POST", "/v1/projects/{project}/notebooks/{name}:start"): "mlengine.services.start",
+    ("POST", "/v1/projects/{project}/notebooks/{name}:stop"): "mlengine.services.stop",
 }
 PREDICT_PERMISSION = "ml.models.predict"
 

@@ -143,13 +143,15 @@ def build_serving(settings: Settings, db: Any, operations: Any, policies: Any = 
 
 
 def build_services(settings: Settings, db: Any) -> dict[str, Any]:
-    """Services: the built-in kinds (none yet), then ``MLE_SERVICE_KINDS``, and their manager."""
+    """Services: the built-in kinds (notebook), then ``MLE_SERVICE_KINDS``, and their manager."""
     from mlengine.services import ServiceContext, ServiceRegistry, load_service_kind
     from mlengine.services.manager import ServiceManager
     from mlengine.store.services import ServiceRepository
 
     context = ServiceContext(settings, db)
-    registry = ServiceRegistry()
+    from mlengine.services.kinds.notebook import NotebookKind
+
+    registry = ServiceRegistry([NotebookKind(context)])
     for path in settings.service_kinds:
         registry.register(load_service_kind(path, context))
     return {"services": ServiceManager(settings, ServiceRepository(db), registry), "service_kinds": registry}

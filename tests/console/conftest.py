@@ -1,0 +1,1 @@
+from tests.inprocess import client, inprocess_server, project, server, trainer_package  # noqa: F401
