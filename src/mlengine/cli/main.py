@@ -10,6 +10,7 @@ from mlengine.cli.core import MleGroup
 from mlengine.cli.jobs import jobs
 from mlengine.cli.local import local
 from mlengine.cli.models import models
+from mlengine.cli.notebooks import notebooks
 from mlengine.cli.operations import operations
 from mlengine.cli.predict import local_predict, predict
 from mlengine.cli.projects import projects
@@ -56,6 +57,7 @@ cli.add_command(operations)
 cli.add_command(projects)
 cli.add_command(versions)
 cli.add_command(predict)
+cli.add_command(notebooks)
 local.add_command(local_predict)
 
 

@@ -34,6 +34,10 @@ Running (manager thread), once per process launch:
   3. :meth:`ServiceKind.policy` -- the timings and limits the manager applies to the service
      (:class:`ServicePolicy`: start timeout, health-check cadence, restart limit and backoff,
      idle timeout, stop grace). A pure function of the spec; the mechanism is the manager's.
+  4. :meth:`ServiceKind.last_activity` -- called only when the idle timeout has passed without
+     a proxied request: use the kind itself sees (a busy notebook kernel, a running job), as
+     epoch seconds, or ``None``. It may ask the process on ``instance.port`` (keep it under a
+     couple of seconds); a later time than the proxy's keeps the service running.
 
 The proxy adds ``X-Forwarded-For``, ``X-Forwarded-Proto``, ``X-Forwarded-Host`` and
 ``X-Forwarded-Prefix`` and passes ``Host`` through, so a kind's server can build absolute URLs
@@ -172,3 +176,7 @@ class ServiceKind(abc.ABC):
     def policy(self, spec: Mapping[str, Any]) -> ServicePolicy:
         """Timings and limits for a service with this (validated) spec."""
         return ServicePolicy()
+
+    def last_activity(self, instance: ServiceInstance) -> float | None:
+        """Epoch seconds of the last use only the kind can see (now: busy); default none."""
+        return None

@@ -348,6 +348,10 @@ class ServiceManager:
         now = time.monotonic()
         idle = policy.idle_timeout_seconds
         if idle is not None and inst.inflight == 0 and now - inst.last_activity >= idle:
+            seen = kind.last_activity(self._instance(inst))  # a busy kernel, a running job...
+            if seen is not None and time.time() - seen < idle:
+                inst.last_activity = now - max(0.0, time.time() - seen)
+                return None
             log.info("service %s: idle for %.0fs, stopping it", self._label(inst), now - inst.last_activity)
             self._request_stop(inst, st.STOPPING, st.StopReason.IDLE.value)
             return None
@@ -389,6 +393,12 @@ class ServiceManager:
     def _write(self, inst: Instance, change: Callable[[ServiceRow], None]) -> ServiceRow:
         inst.row = self.repo.update(inst.row.id, change)
         return inst.row
+
+    def _instance(self, inst: Instance) -> ServiceInstance:
+        row = inst.row
+        return ServiceInstance(project=row.project, name=row.name, spec=dict(row.spec), host=HOST,
+                               port=int(row.handle["port"]), url_prefix=proxy_prefix(row.project, row.name),
+                               directory=self.directory(row.project, row.name))
 
     def _policy(self, inst: Instance) -> ServicePolicy:
         kind = self.kinds.get(inst.row.kind)

@@ -1,0 +1,1 @@
+"""mlengine inside a notebook: the IPython extension (``%load_ext mlengine``, :mod:`.magics`)."""
