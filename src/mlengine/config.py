@@ -146,6 +146,14 @@ class Settings(BaseSettings):
         "MLE_UPLOAD_MAX_BYTES", "Largest package the server accepts by upload.", default=512 * 1024 * 1024)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = _env(
         "MLE_LOG_LEVEL", "Server log level.", default="info")
+    log_format: Literal["text", "json"] = _env(
+        "MLE_LOG_FORMAT", "Server log format: text | json (one JSON object a line, with the request id of "
+        "each HTTP request: X-Request-Id; docs/observability.md).", default="text")
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = _env(
+        "MLE_METRICS_PORT", "Also serve GET /metrics on this port, without a token (0, the default: only on "
+        "the API port, with a token holding mlengine.metrics.get).", default=0)
+    metrics_host: str = _env(
+        "MLE_METRICS_HOST", "Address MLE_METRICS_PORT is bound to.", default="127.0.0.1")
     tuning_bayesian: Literal["tpe", "gp"] = _env(
         "MLE_TUNING_BAYESIAN", "Model behind Bayesian hyperparameter tuning: tpe | gp (gp needs torch).",
         default="tpe")

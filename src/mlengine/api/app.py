@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 import mlengine
-from mlengine.api import discovery, iam, jobs, locations, models, operations, services, system, vizier
+from mlengine.api import discovery, health, iam, jobs, locations, models, operations, services, system, vizier
 from mlengine.api.auth import Authorizer, TokenCache, authorize, authorize_predict
 from mlengine.api.errors import install_error_handlers
 from mlengine.api.hosts import HostGuard
@@ -41,6 +41,7 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
     app.state.iam = Authorizer(app.state.policies)
     app.state.service_accounts = service_accounts
     install_error_handlers(app)
+    app.include_router(health.router)
     app.include_router(system.router)
     app.include_router(users_router)
     app.include_router(iam.router)  # before jobs and models: GET .../jobs/J:getIamPolicy is no job J:...
@@ -69,6 +70,10 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
     app.mount("/console", create_console(app.state))  # session-cookie auth: mlengine.console.routes
     app.state.server_hosts = set()  # the host serve() binds (api/hosts.py)
     app.add_middleware(HostGuard, state=app.state)  # outermost: before routing and predictions
+    if getattr(settings, "log_format", "text") == "json":
+        from mlengine.api.request_log import RequestIds
+
+        app.add_middleware(RequestIds)  # around everything: refusals get an id too
     return app
 
 

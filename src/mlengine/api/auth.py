@@ -57,7 +57,13 @@ def _iam_routes(path: str, prefix: str) -> dict[tuple[str, str], str]:
 
 
 #: (HTTP method, path template) → permission. Names follow AI Platform's IAM permissions.
+#: The permission of the routes that need no token (the server's liveness and readiness probes).
+PUBLIC = "public"
+
 PERMISSIONS: dict[tuple[str, str], str] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): "mlengine.metrics.get",  # also on MLE_METRICS_PORT without a token
     ("GET", "/v1/server"): AUTHENTICATED,  # version, executor, host: what clients adapt to
     **_iam_routes("/v1/server", "mlengine.server"),
     ("POST", "/v1/tokens"): "mlengine.tokens.create",
@@ -257,8 +263,10 @@ async def target_resource(request: Request) -> str:
 async def authorize(request: Request) -> None:
     """FastAPI dependency applied to every route."""
     state = request.app.state
-    identity = authenticate(state.tokens, request.headers.get("authorization", ""))
     permission = route_permission(request)
+    if permission == PUBLIC:
+        return
+    identity = authenticate(state.tokens, request.headers.get("authorization", ""))
     request.state.identity = identity
     request.state.principal = identity.name
     if permission != AUTHENTICATED:

@@ -168,6 +168,7 @@ def build_app(settings: Settings, *, on_shutdown: Callable[[], None] | None = No
     :mod:`mlengine.testing.inprocess` runs the same app inside the caller's process.
     """
     from mlengine.api.app import create_app
+    from mlengine.api.health import start_metrics_port
     from mlengine.services.proxy import close_clients as close_service_clients
 
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -181,7 +182,10 @@ def build_app(settings: Settings, *, on_shutdown: Callable[[], None] | None = No
         await parts["serving"].start()
         await parts["operations"].reconcile()  # once their owners have reconciled
         parts["services"].start()
+        metrics_port = start_metrics_port(_app.state, settings) if settings.metrics_port else None
         yield
+        if metrics_port is not None:
+            metrics_port.shutdown()
         parts["services"].stop()  # services keep running, like replicas
         await close_service_clients()
         await parts["serving"].stop()
@@ -197,6 +201,7 @@ def build_app(settings: Settings, *, on_shutdown: Callable[[], None] | None = No
                      services_manager=parts["services"], operations_runner=parts["operations"],
                      policies=parts["policies"], service_accounts=parts["service_accounts"],
                      vizier_service=parts["vizier"])
+    app.state.scheduler = scheduler  # /readyz asks whether it runs
     return app, parts
 
 
@@ -234,8 +239,11 @@ def serve(settings: Settings, host: str, port: int) -> None:
             log.info("mlengine %s listening on %s (executor: %s, store: %s)", mlengine.__version__,
                      url, settings.executor, settings.resolved_database_url.split("@")[-1])
 
+    from uvicorn.config import LOGGING_CONFIG
+
     config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
-                            timeout_graceful_shutdown=5, lifespan="on")
+                            timeout_graceful_shutdown=5, lifespan="on",
+                            log_config=None if settings.log_format == "json" else LOGGING_CONFIG)  # JSON: root's
     server = RecordingServer(config)
     try:
         server.run(sockets=[sock])
@@ -256,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(executor=args.executor, ray_address=args.ray_address,
                                  database_url=args.database_url)
+        if settings.log_format == "json":
+            from mlengine.api.request_log import configure_json_logging
+
+            configure_json_logging(settings.log_level)
         serve(settings, args.host, args.port)
     except MLEngineError as exc:
         print(f"ERROR: {exc.message}", file=sys.stderr)

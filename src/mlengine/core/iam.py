@@ -61,6 +61,7 @@ MLENGINE_PERMISSIONS = frozenset({
     "mlengine.tokens.create", "mlengine.tokens.list", "mlengine.tokens.delete",
     "mlengine.services.create", "mlengine.services.list", "mlengine.services.get", "mlengine.services.delete",
     "mlengine.services.start", "mlengine.services.stop", "mlengine.services.use",
+    "mlengine.metrics.get",  # GET /metrics: the server's Prometheus metrics, every project's
 })
 IAM_PERMISSIONS = frozenset({
     "iam.serviceAccounts.create", "iam.serviceAccounts.get", "iam.serviceAccounts.list",

@@ -38,7 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mlengine.config import Settings
-from mlengine.core.timeutil import utcnow
+from mlengine.core import metrics
+from mlengine.core.timeutil import as_utc, utcnow
 from mlengine.errors import Code, MLEngineError
 from mlengine.jobs import capacity, sandboxing
 from mlengine.jobs import lifecycle as states
@@ -106,6 +107,11 @@ class Scheduler:
 
     def wake(self) -> None:
         self._wake.set()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the scheduling thread runs (the server's readiness, ``/readyz``)."""
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -259,6 +265,7 @@ class Scheduler:
         moved = self._set_state(job, states.PREPARING, change=_holding(verdict.demand.to_json(), bool(verdict.alone)))
         if moved is None:
             return False  # cancelled meanwhile
+        metrics.job_queue_wait(job.project, (utcnow() - (as_utc(job.create_time) or utcnow())).total_seconds())
         if verdict.alone:
             self._paths(job).service_log(verdict.alone, "WARNING")
         with self._lock:

@@ -220,6 +220,20 @@ class JobRepository:
         with self.db.session() as s:
             return list(s.scalars(select(JobRow).where(JobRow.state.in_(list(states))).order_by(JobRow.id)))
 
+    def count_by_state(self) -> list[tuple[str, str, str, int]]:
+        """``(project, kind, state, count)`` of every job, one grouped query (for metrics)."""
+        with self.db.session() as s:
+            rows = s.execute(select(JobRow.project, JobRow.kind, JobRow.state, func.count())
+                             .group_by(JobRow.project, JobRow.kind, JobRow.state))
+            return [(str(p), str(k), str(st), int(n)) for p, k, st, n in rows]
+
+    def oldest_queued(self) -> list[tuple[str, Any]]:
+        """``(project, create_time)`` of the oldest QUEUED job of each project."""
+        with self.db.session() as s:
+            rows = s.execute(select(JobRow.project, func.min(JobRow.create_time))
+                             .where(JobRow.state == "QUEUED").group_by(JobRow.project))
+            return [(str(p), t) for p, t in rows]
+
     def queue_position(self, row: JobRow) -> int:
         """1-based position among QUEUED jobs (0 when the job is not queued)."""
         if row.state != "QUEUED":
