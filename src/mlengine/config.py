@@ -248,6 +248,15 @@ class Settings(BaseSettings):
         "XGBoost) and TorchScript model.pt. false = only data formats (SavedModel, ONNX, XGBoost "
         "model.json/model.ubj/model.bst); custom prediction routines are code either way. See "
         "docs/serving.md, 'Model formats and trust'.", default=True)
+    # Monitoring (request logs, skew and drift; docs/monitoring.md) ------------------------------
+    monitoring_log_capacity: PositiveInt = _env(
+        "MLE_MONITORING_LOG_CAPACITY",
+        "Logged predict calls held in memory before writing; beyond it calls are dropped (and counted), "
+        "never delayed.", default=100_000)
+    monitoring_log_flush_seconds: PositiveNumber = _env(
+        "MLE_MONITORING_LOG_FLUSH_SECONDS", "Seconds between writes of request-log files.", default=10.0)
+    monitoring_webhook_allow_http: bool = _env(
+        "MLE_MONITORING_WEBHOOK_ALLOW_HTTP", "Let monitoringConfig.alertWebhook be an http:// URL.", default=False)
 
     # Runtimes (runtimeVersion, pre-built images) -----------------------------------------------
     runtimes: Annotated[tuple[tuple[str, tuple[str, ...]], ...], NoDecode] = _env(

@@ -49,6 +49,9 @@ def create_app(*, settings: Any, job_service: Any, token_repo: Any, lifespan: An
     app.state.models = model_service
     app.state.serving = serving
     app.include_router(models.router)
+    from mlengine.api import monitoring
+
+    app.include_router(monitoring.router)
     app.router.routes.extend(models.PREDICT_ROUTES)
     app.state.operations = operations_runner
     app.include_router(operations.router)

@@ -109,6 +109,7 @@ def build_components(settings: Settings) -> dict[str, Any]:
              "operations": build_operations(settings, db), "policies": policies,
              "service_accounts": ServiceAccountRepository(db), "credentials": credentials}
     parts.update(build_serving(settings, db, parts["operations"], policies))
+    parts["monitoring"] = build_monitoring(settings, db, parts["serving"])
     parts.update(build_services(settings, db))
     parts["vizier"] = build_vizier(settings, db)
     return parts
@@ -140,6 +141,15 @@ def build_serving(settings: Settings, db: Any, operations: Any, policies: Any = 
     manager = ServingManager(settings, repo, operations)
     service = ModelService(settings, repo, operations, events=manager, counts=manager.counts, policies=policies)
     return {"serving": manager, "model_service": service}
+
+
+def build_monitoring(settings: Settings, db: Any, serving: Any) -> Any:
+    """Request logging on the serving pools, baselines, skew and drift runs (docs/monitoring.md)."""
+    from mlengine.monitoring.service import MonitoringService
+
+    monitoring = MonitoringService(settings, db, serving.version_root)
+    serving.pool_hooks.append(monitoring.attach)
+    return monitoring
 
 
 def build_services(settings: Settings, db: Any) -> dict[str, Any]:
@@ -180,6 +190,7 @@ def build_app(settings: Settings, *, on_shutdown: Callable[[], None] | None = No
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         scheduler.start()
         await parts["serving"].start()
+        await parts["monitoring"].start()
         await parts["operations"].reconcile()  # once their owners have reconciled
         parts["services"].start()
         metrics_port = start_metrics_port(_app.state, settings) if settings.metrics_port else None
@@ -188,6 +199,7 @@ def build_app(settings: Settings, *, on_shutdown: Callable[[], None] | None = No
             metrics_port.shutdown()
         parts["services"].stop()  # services keep running, like replicas
         await close_service_clients()
+        await parts["monitoring"].stop()
         await parts["serving"].stop()
         if on_shutdown is not None:
             on_shutdown()
@@ -202,6 +214,7 @@ def build_app(settings: Settings, *, on_shutdown: Callable[[], None] | None = No
                      policies=parts["policies"], service_accounts=parts["service_accounts"],
                      vizier_service=parts["vizier"])
     app.state.scheduler = scheduler  # /readyz asks whether it runs
+    app.state.monitoring = parts["monitoring"]
     return app, parts
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from mlengine.cli import monitoring as monitoring_cli
 from mlengine.cli import output
 from mlengine.cli.core import (
     GcloudChoice,
@@ -93,11 +94,12 @@ def _server_path(c: Any, uri: str, what: str) -> str:
 @click.option("--description", default=None)
 @click.option("--labels", metavar="KEY=VALUE,...", default=None)
 @click.option("--async", "run_async", is_flag=True, help="Return at once instead of waiting for the version.")
+@monitoring_cli.create_options
 def create(version: str, model: str, project: str | None, origin: str | None, framework: str | None,
            runtime_version: str | None, python_version: str | None, min_nodes: int | None, max_nodes: int | None,
            machine_type: str | None, accelerator: str | None, config_path: str | None, prediction_class: str | None,
            package_uris: str | None,
-           description: str | None, labels: str | None, run_async: bool) -> None:
+           description: str | None, labels: str | None, run_async: bool, **monitoring: Any) -> None:
     """Create version VERSION of MODEL from the exported model in --origin.
 
     Waits until the version is READY (its model loaded in a replica) or FAILED, unless --async.
@@ -136,6 +138,7 @@ def create(version: str, model: str, project: str | None, origin: str | None, fr
         body["packageUris"] = [_stage_package(c, project_of(project), version, p) for p in parse_list(package_uris)]
     if labels:
         body["labels"] = parse_key_values(labels, "--labels")
+    body.update(monitoring_cli.fields(**monitoring, server_path=lambda uri: _server_path(c, uri, "--training-data")))
     operation = c.create_version(project_of(project), model, body)
     if run_async:
         output.status(f"Creating version [{version}] of model [{model}]: operation {operation['name']}")
@@ -280,3 +283,6 @@ def update(version: str, model: str, project: str | None, description: str | Non
         raise click.UsageError("Nothing to update: give --description, labels, --min-nodes/--max-nodes or --config.")
     c.wait_operation(c.patch_version(name, model, version, body, ",".join(dict.fromkeys(mask))))
     output.status(f"Updated version [{version}] of model [{model}].")
+
+versions.add_command(monitoring_cli.logs)  # mle versions logs query
+versions.add_command(monitoring_cli.monitoring)  # mle versions monitoring run|describe|history|report

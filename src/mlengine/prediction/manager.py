@@ -110,6 +110,8 @@ class ServingManager(ServingEvents):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._discarding: set[int] = set()
+        #: Called with every new pool (monitoring installs its request logger).
+        self.pool_hooks: list[Callable[[ModelRow, VersionRow, VersionPool], None]] = []
         operations.register(VersionOperations(self))
 
     # Lifecycle -------------------------------------------------------------------------------
@@ -313,7 +315,10 @@ class ServingManager(ServingEvents):
 
     def _make_pool(self, model: ModelRow, row: VersionRow) -> VersionPool:
         label = f"version {row.name} of model {model.name}"
-        return VersionPool(label, self._scaling(row.spec), self.backend, self._template(model, row, label))
+        pool = VersionPool(label, self._scaling(row.spec), self.backend, self._template(model, row, label))
+        for hook in self.pool_hooks:
+            hook(model, row, pool)
+        return pool
 
     def _template(self, model: ModelRow, row: VersionRow, label: str) -> ReplicaTemplate:
         internal, spec = row.internal, row.spec
@@ -368,7 +373,7 @@ class ServingManager(ServingEvents):
 
             def ready(v: VersionRow) -> None:
                 v.state = READY
-                v.internal = {**v.internal, "framework": framework}
+                v.internal = {**v.internal, "framework": framework, "features": replica.info.get("features")}
 
             row = await asyncio.to_thread(self.repo.update_version, row.id, ready)
             route = self.routes.setdefault((model.project, model.name), ModelRoute())

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlengine.prediction import jsonio
@@ -76,6 +77,8 @@ class VersionPool:
         self._last_scale = time.monotonic()
         self.closed = False
         self.last_error = ""
+        #: ``observe(body, result)`` after each call a replica answered (request logging); must not block.
+        self.observe: Callable[[bytes, Result], None] | None = None
 
     # Dispatch ------------------------------------------------------------------------------
     async def predict(self, body: bytes) -> Result:
@@ -100,7 +103,10 @@ class VersionPool:
                 if isinstance(found, tuple):
                     return found
                 replica = found
-            return await replica.send(body, now + scaling.timeout)
+            result = await replica.send(body, now + scaling.timeout)
+            if self.observe is not None:
+                self.observe(body, result)
+            return result
         finally:
             end = time.monotonic()
             self._area += self.inflight * (end - self._changed)

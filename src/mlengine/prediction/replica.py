@@ -100,8 +100,18 @@ def load(config: ReplicaConfig) -> tuple[Predictor | None, bytes, int]:
     except BaseException as err:  # user code may raise anything, even SystemExit
         traceback.print_exc()
         return None, f"Loading the model failed: {type(err).__name__}: {err}".encode(), protocol.FAILED
-    info = {"framework": predictor.detected_framework, "pid": os.getpid()}
+    info = {"framework": predictor.detected_framework, "pid": os.getpid(), "features": feature_names(predictor)}
     return predictor, json.dumps(info).encode(), protocol.READY
+
+
+def feature_names(predictor: Predictor) -> list[str] | None:
+    """The model's input names, for monitoring: scikit-learn's ``feature_names_in_``, a
+    SavedModel's ``serving_default`` inputs; None when the model does not name them."""
+    names = getattr(predictor, "names", None)
+    if names is None:
+        signature = (getattr(predictor, "signatures", None) or {}).get("serving_default")
+        names = [name for name, _ in signature.inputs] if signature is not None else None
+    return [str(n)[:200] for n in names[:2000]] if isinstance(names, list) else None
 
 
 def confine(policy_json: str, env: dict[str, str] | None = None) -> None:

@@ -19,6 +19,8 @@ from mlengine.core import iam
 from mlengine.errors import failed_precondition, invalid
 from mlengine.jobs.lifecycle import VersionState
 from mlengine.jobs.operations import OperationRunner, render_operation
+from mlengine.monitoring.spec import FIELDS as MONITORING_FIELDS
+from mlengine.monitoring.spec import validate as validate_monitoring
 from mlengine.prediction import specs
 from mlengine.prediction.events import NoServing, ServingEvents
 from mlengine.store.filters import compile_filter
@@ -32,7 +34,7 @@ MODEL_OWNER = "roles/ml.modelOwner"
 VERSION_TYPE = "type.googleapis.com/google.cloud.ml.v1.Version"
 MODEL_TYPE = "type.googleapis.com/google.cloud.ml.v1.Model"
 VERSION_MASKS = ("description", "labels", "autoScaling", "autoScaling.minNodes", "autoScaling.maxNodes",
-                 "manualScaling", "manualScaling.nodes")
+                 "manualScaling", "manualScaling.nodes", *MONITORING_FIELDS)
 
 
 def _mask(update_mask: str | None, allowed: tuple[str, ...]) -> list[str]:
@@ -248,6 +250,9 @@ class ModelService:
                 spec.pop("autoScaling", None)
                 spec.pop("manualScaling", None)
                 spec.update(normalized)
+            for field in set(mask) & set(MONITORING_FIELDS):  # set, replaced or (empty) removed
+                spec.pop(field, None)
+                spec.update(validate_monitoring({field: body.get(field)}, self.settings))
             version.spec = spec
 
         updated = self.repo.update_version(row.id, change)

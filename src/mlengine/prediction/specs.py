@@ -26,6 +26,8 @@ from mlengine.core.names import short_name, validate_labels
 from mlengine.core.runtimes import RuntimeChoice, check_python_version, check_runtime_version, resolve
 from mlengine.core.timeutil import rfc3339
 from mlengine.errors import Code, MLEngineError, invalid
+from mlengine.monitoring.spec import FIELDS as MONITORING_FIELDS
+from mlengine.monitoring.spec import validate as validate_monitoring
 from mlengine.prediction.frameworks._base import FRAMEWORKS
 from mlengine.storage.policy import UriPolicy, uri_policy
 from mlengine.store.serving import ModelRow, VersionRow, etag
@@ -40,7 +42,7 @@ VERSION_OUTPUT = frozenset({"state", "createTime", "isDefault", "etag", "errorMe
                             "lastMigrationModelId", "lastMigrationTime", "replicas", "warnings"})
 VERSION_INPUT = frozenset({"name", "description", "deploymentUri", "framework", "runtimeVersion", "pythonVersion",
                            "autoScaling", "manualScaling", "predictionClass", "packageUris", "labels",
-                           "machineType"})
+                           "machineType", *MONITORING_FIELDS})
 #: Version fields AI Platform accepts that mlengine does not implement (501 when set).
 UNIMPLEMENTED_VERSION_FIELDS = {
     "acceleratorConfig": "online prediction replicas run on CPUs",
@@ -48,7 +50,6 @@ UNIMPLEMENTED_VERSION_FIELDS = {
     "routes": "custom serving containers are not supported",
     "serviceAccount": "replicas run as the server's user; per-version service accounts are not supported",
     "explanationConfig": "explanations (projects.explain) are not implemented",
-    "requestLoggingConfig": "request-response logging (to BigQuery) is not implemented",
 }
 #: Model flags mlengine does not implement (501 when true).
 UNIMPLEMENTED_MODEL_FLAGS = {
@@ -233,6 +234,7 @@ def validate_version(body: Any, settings: Settings | None = None) -> dict[str, A
     if prediction_class and not packages:
         raise invalid("packageUris", "a predictionClass needs the packages that hold it (packageUris)")
     spec["labels"] = validate_labels(body.get("labels"))
+    spec.update(validate_monitoring(body, settings))  # requestLoggingConfig, monitoringConfig, trainingData
     if settings is not None and not settings.model_allow_pickle and uris.is_local(uri):
         _refuse_local_pickle(uri, spec)
     return spec
