@@ -4,7 +4,8 @@
 #   scripts/setup.sh
 #
 # On a fresh Debian machine (as root, or with sudo) this:
-#   1. installs the system packages the tests need (PostgreSQL server) if missing;
+#   1. installs the system packages the tests need (PostgreSQL server; Chromium for the
+#      console's Playwright tests, driven through /usr/bin/chromium) if missing;
 #   2. creates .venv in the repository root (python3 -m venv);
 #   3. installs uv into it and, with uv, the project in editable mode with the
 #      extras [tensorflow,sklearn,postgres,ray,test];
@@ -109,6 +110,19 @@ else
     apt_install postgresql
     have_postgres || die "apt-get installed postgresql but initdb/pg_ctl are still missing"
     info "installed: $(echo /usr/lib/postgresql/*/bin)"
+fi
+# The console's browser tests (tests/e2e/test_console.py) drive Debian's Chromium with the
+# playwright package of the test extra: never `playwright install` (a download outside apt).
+if [ -x /usr/bin/chromium ]; then
+    info "Chromium present (/usr/bin/chromium)"
+elif [ "${MLE_SETUP_NO_APT:-0}" = "1" ]; then
+    info "Chromium missing; MLE_SETUP_NO_APT=1, not installing (the console's browser tests skip)"
+elif command -v apt-get >/dev/null 2>&1; then
+    info "installing Chromium (apt-get install chromium)"
+    apt_install chromium
+    [ -x /usr/bin/chromium ] || die "apt-get installed chromium but /usr/bin/chromium is missing"
+else
+    info "Chromium missing and apt-get unavailable: the console's browser tests skip"
 fi
 
 # --------------------------------------------------------------------------- #

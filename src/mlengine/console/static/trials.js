@@ -33,5 +33,6 @@
   Plotly.newPlot("chart-parallel", [{
     type: "parcoords", dimensions: dimensions,
     line: {color: values, colorscale: "Viridis", showscale: true, reversescale: !maximize},
-  }], layout("hyperparameters against the objective"), {responsive: true, displaylogo: false});
+  }], {...layout("hyperparameters against the objective"), margin: {t: 90, l: 60, r: 40, b: 30}},
+  {responsive: true, displaylogo: false});
 })();
