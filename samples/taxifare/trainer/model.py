@@ -9,10 +9,11 @@ serving cannot drift apart.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,12 +88,6 @@ class TrainResult:
 # --- feature engineering (shared by training and serving) -----------------------------------
 
 
-def _bucketize(values: tf.Tensor, low: float, high: float, nbuckets: int) -> tf.Tensor:
-    scaled = (values - low) / (high - low) * nbuckets
-    index = tf.cast(tf.floor(scaled), tf.int32)
-    return tf.clip_by_value(index, 0, nbuckets - 1)
-
-
 def _parse_datetime(datetimes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Hour of day and day of week (0 = Sunday) of ``YYYY-MM-DD HH:MM:SS[ UTC]`` strings."""
 
@@ -116,8 +111,27 @@ def _parse_datetime(datetimes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.clip_by_value(hour, 0, 23), dayofweek
 
 
-def transform(raw: dict[str, tf.Tensor], nbuckets: int) -> dict[str, tf.Tensor]:
-    """Map raw feature columns (each of shape ``[batch]``) to the model's inputs."""
+def default_analysis(nbuckets: int) -> dict[str, Any]:
+    """Transform constants without an analyze pass: the fixed NYC box, distance / 10 km."""
+    return {"nbuckets": nbuckets, "lon_min": LON_MIN, "lon_max": LON_MAX, "lat_min": LAT_MIN,
+            "lat_max": LAT_MAX, "distance_mean": 0.0, "distance_std": 10.0}
+
+
+def transform(
+    raw: dict[str, tf.Tensor], nbuckets: int, analysis: Mapping[str, Any] | None = None
+) -> dict[str, tf.Tensor]:
+    """Map raw feature columns (each of shape ``[batch]``) to the model's inputs.
+
+    ``analysis`` holds the constants of the analyze pass over the training data
+    (:mod:`trainer.analyze`): the coordinate range bucketized into an ``nbuckets`` grid and the
+    distance's mean and spread. They become constants of the graph, so the exported model
+    carries the transform it was trained with.
+    """
+    from trainer.analyze import cross_bins
+
+    a = dict(analysis) if analysis is not None else default_analysis(nbuckets)
+    lon_min, lon_max = float(a["lon_min"]), float(a["lon_max"])
+    lat_min, lat_max = float(a["lat_min"]), float(a["lat_max"])
     plon = tf.cast(raw["pickup_longitude"], tf.float32)
     plat = tf.cast(raw["pickup_latitude"], tf.float32)
     dlon = tf.cast(raw["dropoff_longitude"], tf.float32)
@@ -128,36 +142,41 @@ def transform(raw: dict[str, tf.Tensor], nbuckets: int) -> dict[str, tf.Tensor]:
     north_km = (dlat - plat) * KM_PER_DEG_LAT
     distance_km = tf.sqrt(east_km * east_km + north_km * north_km)
 
-    def scale_lon(lon: tf.Tensor) -> tf.Tensor:
-        return (lon - LON_MIN) / (LON_MAX - LON_MIN)
-
-    def scale_lat(lat: tf.Tensor) -> tf.Tensor:
-        return (lat - LAT_MIN) / (LAT_MAX - LAT_MIN)
+    def scale(values: tf.Tensor, low: float, high: float) -> tf.Tensor:
+        return (values - tf.constant(low, tf.float32)) / (
+            tf.constant(high, tf.float32) - tf.constant(low, tf.float32)
+        )
 
     numeric = tf.stack(
         [
-            scale_lon(plon),
-            scale_lat(plat),
-            scale_lon(dlon),
-            scale_lat(dlat),
+            scale(plon, lon_min, lon_max),
+            scale(plat, lat_min, lat_max),
+            scale(dlon, lon_min, lon_max),
+            scale(dlat, lat_min, lat_max),
             east_km / 10.0,
             north_km / 10.0,
-            distance_km / 10.0,
+            (distance_km - tf.constant(float(a["distance_mean"]), tf.float32))
+            / tf.constant(float(a["distance_std"]), tf.float32),
             (passengers - 1.0) / 5.0,
         ],
         axis=-1,
     )
 
+    def bucket(values: tf.Tensor, low: float, high: float) -> tf.Tensor:
+        index = tf.cast(tf.floor(scale(values, low, high) * float(nbuckets)), tf.int32)
+        return tf.clip_by_value(index, 0, nbuckets - 1)
+
     def cell(lon: tf.Tensor, lat: tf.Tensor) -> tf.Tensor:
-        row = _bucketize(lat, LAT_MIN, LAT_MAX, nbuckets)
-        col = _bucketize(lon, LON_MIN, LON_MAX, nbuckets)
-        return row * nbuckets + col
+        return bucket(lat, lat_min, lat_max) * nbuckets + bucket(lon, lon_min, lon_max)
 
     hour, dayofweek = _parse_datetime(raw["pickup_datetime"])
+    pickup, dropoff = cell(plon, plat), cell(dlon, dlat)
     return {
         "numeric": numeric,
-        "pickup_cell": cell(plon, plat),
-        "dropoff_cell": cell(dlon, dlat),
+        "pickup_cell": pickup,
+        "dropoff_cell": dropoff,
+        # the feature cross of the two grid cells: which trip across the grid
+        "trip_cross": tf.math.floormod(pickup * nbuckets * nbuckets + dropoff, cross_bins(nbuckets)),
         "hourofday": hour,
         "dayofweek": dayofweek,
     }
@@ -189,6 +208,7 @@ def read_dataset(
     training: bool,
     seed: int = 42,
     shard: tuple[int, int] | None = None,
+    analysis: Mapping[str, Any] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(model inputs, fare_amount)`` from taxi CSV files without a header.
 
@@ -202,7 +222,7 @@ def read_dataset(
         raw = dict(zip(CSV_COLUMNS, columns, strict=True))
         label = raw.pop(LABEL_COLUMN)
         raw.pop("key")
-        return transform(raw, nbuckets_), label
+        return transform(raw, nbuckets_, analysis), label
 
     dataset = tf.data.TextLineDataset(files)
     dataset = dataset.filter(lambda line: tf.strings.length(tf.strings.strip(line)) > 0)
@@ -220,6 +240,8 @@ def read_dataset(
 
 def build_model(hparams: HParams) -> keras.Model:
     """A small wide-and-deep style regressor over the engineered features."""
+    from trainer.analyze import cross_bins
+
     ncells = hparams.nbuckets * hparams.nbuckets
     dim = hparams.embedding_dim
     inputs = {
@@ -228,12 +250,16 @@ def build_model(hparams: HParams) -> keras.Model:
         "dropoff_cell": keras.Input(shape=(), dtype="int32", name="dropoff_cell"),
         "hourofday": keras.Input(shape=(), dtype="int32", name="hourofday"),
         "dayofweek": keras.Input(shape=(), dtype="int32", name="dayofweek"),
+        "trip_cross": keras.Input(shape=(), dtype="int32", name="trip_cross"),
     }
     embedded = [
         keras.layers.Embedding(ncells, dim, name="pickup_cell_embedding")(inputs["pickup_cell"]),
         keras.layers.Embedding(ncells, dim, name="dropoff_cell_embedding")(inputs["dropoff_cell"]),
         keras.layers.Embedding(24, dim, name="hourofday_embedding")(inputs["hourofday"]),
         keras.layers.Embedding(7, dim, name="dayofweek_embedding")(inputs["dayofweek"]),
+        keras.layers.Embedding(cross_bins(hparams.nbuckets), dim, name="trip_cross_embedding")(
+            inputs["trip_cross"]
+        ),
     ]
     x = keras.layers.Concatenate(name="features")([inputs["numeric"], *embedded])
     for i, units in enumerate(hparams.hidden_units):
@@ -335,6 +361,7 @@ def train_and_evaluate(
     export: bool = True,
     shard: tuple[int, int] | None = None,
     report: Callable[[float, int], None] | None = None,
+    analysis: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train, checkpoint and evaluate under ``output_dir``; export a SavedModel if asked.
 
@@ -346,9 +373,11 @@ def train_and_evaluate(
     """
     keras.utils.set_random_seed(hparams.seed)
     train_ds = read_dataset(
-        train_paths, hparams.batch_size, hparams.nbuckets, True, hparams.seed, shard
+        train_paths, hparams.batch_size, hparams.nbuckets, True, hparams.seed, shard, analysis
     )
-    eval_ds = read_dataset(eval_paths, hparams.batch_size, hparams.nbuckets, False)
+    eval_ds = read_dataset(
+        eval_paths, hparams.batch_size, hparams.nbuckets, False, analysis=analysis
+    )
 
     model = build_model(hparams)
     model.optimizer.build(model.trainable_variables)
@@ -397,15 +426,23 @@ def train_and_evaluate(
     export_path = None
     if export:
         export_base = posixpath.join(output_dir, "export")
-        export_path = export_saved_model(model, hparams.nbuckets, export_base)
+        export_path = export_saved_model(model, hparams.nbuckets, export_base, analysis)
     return TrainResult(rmse, global_step(model), output_dir, export_path)
 
 
-def export_saved_model(model: keras.Model, nbuckets: int, export_base: str) -> str:
+def export_saved_model(
+    model: keras.Model,
+    nbuckets: int,
+    export_base: str,
+    analysis: Mapping[str, Any] | None = None,
+) -> str:
     """Export a SavedModel whose ``serving_default`` signature takes the raw feature columns.
 
     Inputs: one tensor of shape ``[batch]`` per entry of :data:`RAW_FEATURES`; output:
     ``fare_amount`` of shape ``[batch]``. Returns ``export_base/<timestamp>``.
+    The transform's constants are in the graph; the analysis itself (with its fingerprint) is
+    written to ``assets.extra/transform.json``, where mlengine finds which transform a version
+    serves. ``predict_transformed`` takes the model's inputs (the transform applied by hand).
     """
     stamp = int(time.time())
     while tf.io.gfile.exists(posixpath.join(export_base, str(stamp))):
@@ -430,15 +467,40 @@ def export_saved_model(model: keras.Model, nbuckets: int, export_base: str) -> s
             "dropoff_latitude": dropoff_latitude,
             "passenger_count": passenger_count,
         }
-        fare = model(transform(raw, nbuckets), training=False)
+        fare = model(transform(raw, nbuckets, analysis), training=False)
         return {SERVING_OUTPUT: tf.reshape(fare, [-1])}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name="serving_default", fn=serve, input_signature=signature)
+    transformed = {
+        "numeric": tf.TensorSpec([None, NUM_NUMERIC], tf.float32, name="numeric"),
+        **{
+            name: tf.TensorSpec([None], tf.int32, name=name)
+            for name in ("pickup_cell", "dropoff_cell", "trip_cross", "hourofday", "dayofweek")
+        },
+    }
+
+    def predict_transformed(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {SERVING_OUTPUT: tf.reshape(model(features, training=False), [-1])}
+
+    archive.add_endpoint(
+        name="predict_transformed", fn=predict_transformed, input_signature=[transformed]
+    )
     tf.io.gfile.makedirs(export_base)
     archive.write_out(export_dir, verbose=False)
+    if analysis is not None:
+        _write_text_gfile(
+            posixpath.join(export_dir, "assets.extra", "transform.json"),
+            json.dumps(dict(analysis), indent=2, sort_keys=True),
+        )
     return export_dir
+
+
+def _write_text_gfile(path: str, text: str) -> None:
+    tf.io.gfile.makedirs(posixpath.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as handle:
+        handle.write(text)
 
 
 __all__ = [

@@ -152,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="Tag of the metric reported for hyperparameter tuning. Default: "
         "$CLOUD_ML_HP_METRIC_TAG (the job's hyperparameterMetricTag) if set, else 'rmse'.",
     )
+    _add(
+        parser,
+        "--transform-dir",
+        default=None,
+        help="The transform/ directory of a preprocessing job (its transform.json): the "
+        "analysis to train with when its nbuckets is --nbuckets. Default: analyze the "
+        "training data here (cached).",
+    )
+    _add(
+        parser,
+        "--analyze-cache",
+        default=None,
+        help="Where analyses are cached by (data, nbuckets); default <job-dir>/analyze, which "
+        "the trials of a tuning job share.",
+    )
     _add(parser, "--seed", type=int, default=42)
     _add(
         parser,
@@ -257,6 +272,28 @@ class MetricReporter:
             print(f"could not report the tuning metric: {exc}", file=sys.stderr)
 
 
+def _analysis(args: argparse.Namespace, train_paths: list[str], job_dir: str) -> dict[str, Any]:
+    """The transform's analysis: the preprocessing job's, else the (cached) analyze pass."""
+    import tempfile
+
+    from trainer import analyze
+
+    if args.transform_dir:
+        given = analyze.load_analysis(args.transform_dir)
+        if int(given["nbuckets"]) == args.nbuckets:
+            print(f"Transform {given['fingerprint']} from {args.transform_dir}", flush=True)
+            return given
+        print(f"{args.transform_dir} was analysed for nbuckets={given['nbuckets']}, not "
+              f"{args.nbuckets}: analysing again", flush=True)
+    cache = args.analyze_cache or posixpath.join(job_dir, "analyze")
+    if "://" in cache:  # the cache's lock needs a local file system
+        cache = posixpath.join(tempfile.gettempdir(), "taxifare-analyze")
+    analysis, hit = analyze.cached_analysis(analyze.expand(train_paths), args.nbuckets, cache)
+    print(f"Analyze pass for nbuckets={args.nbuckets}: {'cache hit' if hit else 'computed'}, "
+          f"transform {analysis['fingerprint']} ({analysis['rows']} rows)", flush=True)
+    return analysis
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -291,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser, args.train_data_paths, "taxi-train.csv", "--train-data-paths"
     )
     eval_paths = _resolve_data(parser, args.eval_data_paths, "taxi-valid.csv", "--eval-data-paths")
+
+    analysis = _analysis(args, train_paths, job_dir)
 
     import tensorflow as tf
 
@@ -339,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         export=is_chief and args.export_format == "savedmodel",
         shard=shard,
         report=report,
+        analysis=analysis,
     )
     if result.export_path:
         print(f"Exported SavedModel to {result.export_path}", flush=True)

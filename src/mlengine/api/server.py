@@ -66,12 +66,13 @@ def build_kinds(settings: Settings, context: Any, env_cache: Any) -> Any:
     """The built-in job kinds, then ``MLE_JOB_KINDS`` (first match wins: tuning before training)."""
     from mlengine.batch.kind import BatchPredictionKind
     from mlengine.jobs.kinds import KindRegistry, load_kind
+    from mlengine.preprocessing.kind import PreprocessingKind
     from mlengine.training.kind import TrainingKind
     from mlengine.tuning.kind import TrialKind, TuningKind
 
     training = TrainingKind(context, env_cache)
     registry = KindRegistry([TuningKind(context, training), training, TrialKind(context, env_cache),
-                             BatchPredictionKind(context)])
+                             BatchPredictionKind(context), PreprocessingKind(context, env_cache)])
     for path in settings.job_kinds:
         registry.register(load_kind(path, context))
     return registry

@@ -324,3 +324,6 @@ def stage_all(
 from mlengine.cli.submit_prediction import prediction  # noqa: E402 - `mle jobs submit prediction`
 
 submit.add_command(prediction)
+from mlengine.cli.submit_preprocessing import preprocessing  # noqa: E402 - `mle jobs submit preprocessing`
+
+submit.add_command(preprocessing)

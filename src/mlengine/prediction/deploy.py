@@ -190,3 +190,22 @@ def stage(source: Source, dest: Path) -> None:
         raise MLEngineError(Code.INVALID_ARGUMENT, f"Copying {source.uri} failed: {err}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: Where a model says which transform it embeds (the taxifare sample's export writes it).
+TRANSFORM_FILES = ("assets.extra/transform.json", "transform.json")
+
+
+def transform_fingerprint(model_dir: Path) -> str | None:
+    """The ``fingerprint`` of the transform a staged model embeds, if it records one."""
+    import json
+
+    for name in TRANSFORM_FILES:
+        try:
+            data = json.loads((model_dir / name).read_text())
+        except (OSError, ValueError):
+            continue
+        value = data.get("fingerprint") if isinstance(data, dict) else None
+        if isinstance(value, str) and len(value) <= 128:
+            return value
+    return None

@@ -39,7 +39,8 @@ TRAFFIC_FIELDS = ("trafficSplit", "routingKey", "shadowVersions", "canary")
 MODEL_INPUT = frozenset({"name", "description", "labels", "regions", "onlinePredictionLogging",
                          "onlinePredictionConsoleLogging", *TRAFFIC_FIELDS})
 VERSION_OUTPUT = frozenset({"state", "createTime", "isDefault", "etag", "errorMessage", "lastUseTime",
-                            "lastMigrationModelId", "lastMigrationTime", "replicas", "warnings"})
+                            "lastMigrationModelId", "lastMigrationTime", "replicas", "warnings",
+                            "transformFingerprint"})
 VERSION_INPUT = frozenset({"name", "description", "deploymentUri", "framework", "runtimeVersion", "pythonVersion",
                            "autoScaling", "manualScaling", "predictionClass", "packageUris", "labels",
                            "machineType", *MONITORING_FIELDS})
@@ -274,6 +275,8 @@ def render_version(model: ModelRow, row: VersionRow, replicas: Mapping[str, int]
     framework = (row.internal or {}).get("framework")
     if framework and "framework" not in version and not spec.get("predictionClass"):
         version["framework"] = framework
+    if (row.internal or {}).get("transformFingerprint"):  # the transform the model embeds
+        version["transformFingerprint"] = row.internal["transformFingerprint"]
     version.update({
         "state": row.state,
         "isDefault": model.default_version == row.name,

@@ -74,4 +74,5 @@ def stage_version(payload: dict[str, Any]) -> dict[str, Any]:
         cache = EnvironmentCache(Path(payload["envsDir"]), confinement=confinement)
         pythonpath = list(cache.prepare(paths, requirements=payload.get("requirements") or ()).pythonpath)
     return {"root": str(root), "modelDir": str(model_dir), "framework": framework, "pythonpath": pythonpath,
-            "zygoteKind": zygote_kind(framework, payload.get("predictionClass"), source.top_level)}
+            "zygoteKind": zygote_kind(framework, payload.get("predictionClass"), source.top_level),
+            "transformFingerprint": deploy.transform_fingerprint(model_dir)}
