@@ -154,15 +154,16 @@ def build_monitoring(settings: Settings, db: Any, serving: Any) -> Any:
 
 
 def build_services(settings: Settings, db: Any) -> dict[str, Any]:
-    """Services: the built-in kinds (notebook), then ``MLE_SERVICE_KINDS``, and their manager."""
+    """Services: the built-in kinds (notebook, tensorboard), then ``MLE_SERVICE_KINDS``, and their manager."""
     from mlengine.services import ServiceContext, ServiceRegistry, load_service_kind
     from mlengine.services.manager import ServiceManager
     from mlengine.store.services import ServiceRepository
 
     context = ServiceContext(settings, db)
     from mlengine.services.kinds.notebook import NotebookKind
+    from mlengine.services.kinds.tensorboard import TensorBoardKind
 
-    registry = ServiceRegistry([NotebookKind(context)])
+    registry = ServiceRegistry([NotebookKind(context), TensorBoardKind(context)])
     for path in settings.service_kinds:
         registry.register(load_service_kind(path, context))
     return {"services": ServiceManager(settings, ServiceRepository(db), registry), "service_kinds": registry}
