@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from mlengine.api import web_access
 from mlengine.api.body import read_json
 from mlengine.api.iam import check_act_as
 from mlengine.jobs.service import JobService
@@ -29,7 +30,11 @@ async def create_job(project: str, request: Request) -> dict[str, Any]:
         for field, section in body.items():
             if field.endswith("Input") and isinstance(section, Mapping) and section.get("serviceAccount") is not None:
                 await check_act_as(request, project, section["serviceAccount"], f"{field}.serviceAccount")
-    return await _run(request, _service(request).create, project, body, request.state.identity.member)
+    tensorboard = web_access.wanted(body)  # enableWebAccess: the job's TensorBoard (api/web_access.py)
+    created = await _run(request, _service(request).create, project, body, request.state.identity.member)
+    if tensorboard:
+        created = await _run(request, web_access.start, request.app.state, str(request.base_url), project, created)
+    return created
 
 
 @router.get("/v1/projects/{project}/jobs")

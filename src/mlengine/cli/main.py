@@ -15,6 +15,7 @@ from mlengine.cli.operations import operations
 from mlengine.cli.predict import local_predict, predict
 from mlengine.cli.projects import projects
 from mlengine.cli.server import server
+from mlengine.cli.tensorboard import tensorboard
 from mlengine.cli.versions import versions
 from mlengine.config import settings_table
 
@@ -58,6 +59,7 @@ cli.add_command(projects)
 cli.add_command(versions)
 cli.add_command(predict)
 cli.add_command(notebooks)
+cli.add_command(tensorboard)
 local.add_command(local_predict)
 
 
