@@ -210,3 +210,32 @@ def test_deploy_a_jobs_model_as_a_version(browser: Any, server: ServerProcess, p
     page.goto(server.url + "/console/projects/mlengine/models/console_model")
     assert page.locator("text=v1").count() >= 1
     page.context.close()
+
+
+def test_tensorboard_of_a_job_shows_its_scalars(browser: Any, server: ServerProcess, package: Path,
+                                                tokens: dict[str, str], tmp_path: Path) -> None:
+    from tests.services.test_tensorboard import write_scalars
+
+    job_dir = tmp_path / "boarded"
+    write_scalars(job_dir / "train", tag="console_loss")  # what the trainer's summary writer left
+    submit(server, job_body("boarded", package, [], jobDir=str(job_dir)), tokens["editor"])
+    assert wait_state(server, "boarded", TERMINAL)["state"] == "SUCCEEDED"
+    viewer = signed_in(browser, server, tokens["viewer"])
+    viewer.goto(server.url + "/console/projects/mlengine/jobs/boarded")
+    assert viewer.locator("#tensorboard").count() == 0  # viewers may not start services
+    viewer.context.close()
+    page = signed_in(browser, server, tokens["editor"])
+    page.goto(server.url + "/console/projects/mlengine/jobs/boarded")
+    with page.context.expect_page(timeout=60_000) as opened:
+        page.click("#tensorboard")
+    board = opened.value
+    board.wait_for_url(re.compile(r".*/services/tb-boarded/proxy/[^?]*$"), timeout=60_000)  # token left the URL
+    board.wait_for_selector("text=console_loss", timeout=90_000)
+    shot(board, "tensorboard")
+    names = [t["name"] for t in server.api("GET", "/v1/tokens").json()["tokens"]]
+    assert any(n.startswith("console-session-") for n in names)  # the session's proxy token...
+    page.click("text=Sign out")
+    page.wait_for_url(re.compile(r".*/console/signin$"))
+    names = [t["name"] for t in server.api("GET", "/v1/tokens").json()["tokens"]]
+    assert not any(n.startswith("console-session-") for n in names)  # ...ends with the session
+    page.context.close()

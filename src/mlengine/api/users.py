@@ -74,5 +74,8 @@ async def list_users(request: Request) -> dict[str, Any]:
 @router.delete("/v1/users/{name}")
 async def delete_user(name: str, request: Request) -> dict[str, Any]:
     """Delete a user and end their console sessions; their bindings stay (as a token's do)."""
-    await run_in_threadpool(_users(request).delete, name)
+    ended = await run_in_threadpool(_users(request).delete, name)
+    repo = request.app.state.token_repo
+    if any([await run_in_threadpool(repo.discard, f"console-session-{i}") for i in ended]):  # their proxy tokens
+        request.app.state.tokens.refresh()
     return {}

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from mlengine.console import logs as console_logs
 from mlengine.console.exports import find_export
 from mlengine.console.routes import can
-from mlengine.console.session import main_state, read_form
+from mlengine.console.session import main_state, mint_proxy_token, read_form
 from mlengine.core import iam
 from mlengine.errors import Code, MLEngineError, invalid
 from mlengine.jobs.lifecycle import ACTIVE
@@ -111,6 +111,9 @@ async def job_page(project: str, job: str, request: Request) -> Response:
     return render(request, "job.html", project=project, job=data, job_id=job, sections=_sections(data),
                   timeline=_timeline(data), active=data.get("state") in ACTIVE, tuning=tuning,
                   can_cancel=can(request, "ml.jobs.cancel", resource), export=export,
+                  can_tensorboard=bool((data.get("trainingInput") or {}).get("jobDir"))
+                  and can(request, "mlengine.services.create", iam.project_resource(project))
+                  and can(request, "mlengine.services.use", iam.project_resource(project)),
                   can_deploy=can(request, "ml.versions.create", iam.project_resource(project))
                   or can(request, "ml.models.create", iam.project_resource(project)),
                   tasks=await run_in_threadpool(console_logs.tasks, paths),
@@ -138,6 +141,26 @@ async def cancel(project: str, job: str, request: Request) -> Response:
     await run_in_threadpool(main_state(request).jobs.cancel, project, job)
     return RedirectResponse(f"{request.scope.get('root_path', '')}/projects/{quote(project)}/jobs/{quote(job)}",
                             status_code=303)
+
+
+@router.post("/projects/{project}/jobs/{job}/tensorboard")
+async def tensorboard(project: str, job: str, request: Request) -> Response:
+    """TensorBoard over the job's output (its jobDir) as a managed service, opened through the
+    server's proxy with a token of this session (the proxy authenticates by token)."""
+    from mlengine.services.kinds.tensorboard import ensure_job_tensorboard, job_service_name
+
+    state = main_state(request)
+    viewer = request.state.viewer
+    for permission in ("mlengine.services.create", "mlengine.services.start"):
+        state.iam.require(viewer.identity, permission, iam.project_resource(project))
+    if getattr(state, "services", None) is None:
+        raise MLEngineError(Code.UNAVAILABLE, "Services are not enabled on this server")
+    data = await run_in_threadpool(state.jobs.get, project, job)
+    await run_in_threadpool(ensure_job_tensorboard, state.services, project, job, data.get("trainingInput"))
+    token = await run_in_threadpool(mint_proxy_token, request, viewer)
+    url = f"/v1/projects/{quote(project)}/services/{quote(job_service_name(job))}/proxy/"
+    return RedirectResponse(f"{url}?{urlencode({'access_token': token})}", status_code=303,
+                            headers={"referrer-policy": "no-referrer", "cache-control": "no-store"})
 
 
 def _trial_rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -36,6 +36,8 @@ PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", _JOB + "/logs.json"): "ml.jobs.get",
     ("GET", _JOB + "/trials"): "ml.jobs.get",
     ("POST", _JOB + "/cancel"): "ml.jobs.cancel",
+    # starts (creating if needed) the job's TensorBoard service, then opens it through the proxy
+    ("POST", _JOB + "/tensorboard"): "mlengine.services.use",
     ("GET", _JOB + "/deploy"): "ml.jobs.get",
     ("POST", _JOB + "/deploy"): "ml.jobs.get",  # + ml.models.create / ml.versions.create, checked inside
     ("GET", _P + "/models"): "ml.models.list",

@@ -36,6 +36,7 @@ class Viewer:
     identity: Identity
     csrf: str
     secret: str
+    session_id: int = 0
 
     @property
     def label(self) -> str:
@@ -60,11 +61,35 @@ async def current_viewer(request: Request) -> Viewer | None:
         return None
     if row.token_name is not None:
         identity = main_state(request).tokens.named(row.token_name)
-        if identity is None or identity.member != row.principal:
+        if identity is None or identity.member != row.principal:  # the token was revoked: so is the session
+            await run_in_threadpool(sessions(request).end, secret)
+            await run_in_threadpool(drop_proxy_tokens, request, [row.id])
             return None
     else:
         identity = Identity(f"console:{row.user_name}", row.principal, tuple(row.groups or ()))
-    return Viewer(identity, row.csrf_token, secret)
+    return Viewer(identity, row.csrf_token, secret, row.id)
+
+
+def proxy_token_name(session_id: int) -> str:
+    """The token a session gets to reach services through the proxy (TensorBoard), which
+    authenticates by token: it speaks for the session's principal and ends with the session."""
+    return f"console-session-{session_id}"
+
+
+def mint_proxy_token(request: Request, viewer: Viewer) -> str:
+    """A fresh proxy token for this session (replacing an earlier one: secrets are not kept)."""
+    state = main_state(request)
+    name = proxy_token_name(viewer.session_id)
+    state.token_repo.discard(name)
+    _row, secret = state.token_repo.create(name, viewer.identity.member, viewer.identity.groups)
+    state.tokens.refresh()
+    return str(secret)
+
+
+def drop_proxy_tokens(request: Request, session_ids: list[int]) -> None:
+    state = main_state(request)
+    if any([state.token_repo.discard(proxy_token_name(i)) for i in session_ids]):
+        state.tokens.refresh()
 
 
 def same_origin(request: Request) -> bool:

@@ -14,6 +14,7 @@ from mlengine.console.session import (
     COOKIE,
     SIGNIN_COOKIE,
     current_viewer,
+    drop_proxy_tokens,
     main_state,
     read_form,
     same_origin,
@@ -81,7 +82,8 @@ async def signin(request: Request) -> Response:
                                                user_name=user.name)
     else:
         return _page(request, "Enter a token, or a user name and password.", 400)
-    await run_in_threadpool(store.purge_expired)
+    expired = await run_in_threadpool(store.purge_expired)
+    await run_in_threadpool(drop_proxy_tokens, request, expired)
     response = RedirectResponse(_next(request, form.get("next")), status_code=303)
     set_cookie(response, request, COOKIE, secret, SESSION_HOURS * 3600, base(request) + "/")
     response.delete_cookie(SIGNIN_COOKIE, path=base(request) + "/signin")
@@ -93,6 +95,7 @@ async def signout(request: Request) -> Response:
     viewer = await current_viewer(request)
     if viewer is not None:
         await run_in_threadpool(sessions(request).end, viewer.secret)
+        await run_in_threadpool(drop_proxy_tokens, request, [viewer.session_id])
     response = RedirectResponse(base(request) + "/signin", status_code=303)
     response.delete_cookie(COOKIE, path=base(request) + "/")
     return response

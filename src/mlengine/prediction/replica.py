@@ -143,6 +143,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.refused = False
+        self.accepted = False
+        self.nonce = b""
+        self.answer = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport
@@ -151,12 +154,42 @@ class _Connection(asyncio.Protocol):
             self.refused = True  # only the control plane talks to a replica
             self.transport.close()
             return
+        if self.server.secret is not None:  # TCP (Ray backend): the router proves it knows the secret
+            self.nonce = os.urandom(protocol.NONCE_SIZE)
+            self.transport.write(self.nonce)
+            return
+        self._accept()
+
+    def _accept(self) -> None:
+        self.accepted = True
         self.server.connected(self)
-        self.transport.write(protocol.frame(self.server.greeting_kind, 0, self.server.greeting))
+        if self.transport is not None:
+            self.transport.write(protocol.frame(self.server.greeting_kind, 0, self.server.greeting))
+
+    def _authenticate(self, data: bytes) -> bytes | None:
+        """Collect the router's answer to the nonce; the bytes after it, or None (not yet, or refused)."""
+        self.answer += data
+        if len(self.answer) < protocol.NONCE_SIZE:
+            return None
+        secret = self.server.secret or b""
+        if not protocol.check_answer(secret, self.nonce, bytes(self.answer[:protocol.NONCE_SIZE])):
+            self.refused = True
+            if self.transport is not None:
+                self.transport.close()
+            return None
+        rest = bytes(self.answer[protocol.NONCE_SIZE:])
+        self.nonce = b""
+        self._accept()
+        return rest
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
+        if self.nonce:
+            rest = self._authenticate(data)
+            if not rest:
+                return
+            data = rest
         try:
             frames = self.reader.feed(data)
         except protocol.ProtocolError:
@@ -171,16 +204,18 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.refused:
+        if self.accepted:
             self.server.disconnected(self)
 
 
 class ReplicaServer:
     def __init__(self, loop: asyncio.AbstractEventLoop, config: ReplicaConfig, predictor: Predictor | None,
-                 greeting_kind: int, greeting: bytes, peer: int | None = None) -> None:
+                 greeting_kind: int, greeting: bytes, peer: int | None = None, secret: bytes | None = None) -> None:
         self.loop = loop
         #: The only process whose connections are answered (the control plane); None: any.
         self.peer = peer
+        #: The version's secret a TCP connection must prove it knows (Ray backend); None: unix socket.
+        self.secret = secret
         self.hub = ObserverHub(load_observers(config.observers)) if config.observers else None
         self.engine = (Engine(predictor, config.max_batch, self.hub, max_instances=config.max_instances)
                        if predictor is not None else None)
@@ -258,9 +293,10 @@ def listen(socket_path: str) -> socket.socket:
 
 
 def serve(config: ReplicaConfig, listener: socket.socket, on_loaded: Callable[[], None] | None = None,
-          peer: int | None = None) -> int:
+          peer: int | None = None, secret: bytes | None = None, parent: int | None = None) -> int:
     """Load the model and serve until stopped; returns the process exit code. ``peer``: the
-    pid of the only process whose connections are answered (the control plane)."""
+    pid of the only process whose connections are answered (the control plane); ``secret``:
+    what a TCP connection must prove it knows; ``parent``: exit once that process is gone."""
     predictor, greeting, kind = load(config)
     if kind == protocol.FAILED:
         print(f"Model failed to load: {greeting.decode(errors='replace')}", file=sys.stderr, flush=True)
@@ -268,8 +304,13 @@ def serve(config: ReplicaConfig, listener: socket.socket, on_loaded: Callable[[]
     gc.freeze()  # the model's objects are long-lived: keep the collector off them
     loop = _new_loop()
     asyncio.set_event_loop(loop)
-    server = ReplicaServer(loop, config, predictor, kind, greeting, peer)
-    loop.run_until_complete(loop.create_unix_server(lambda: _Connection(server), sock=listener))
+    server = ReplicaServer(loop, config, predictor, kind, greeting, peer, secret)
+    if listener.family == socket.AF_UNIX:
+        loop.run_until_complete(loop.create_unix_server(lambda: _Connection(server), sock=listener))
+    else:
+        loop.run_until_complete(loop.create_server(lambda: _Connection(server), sock=listener))
+    if parent is not None:
+        _watch_parent(loop, parent)
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
     loop.add_signal_handler(signal.SIGINT, loop.stop)
     loop.call_later(config.accept_timeout, server.check_abandoned)
@@ -284,15 +325,38 @@ def serve(config: ReplicaConfig, listener: socket.socket, on_loaded: Callable[[]
     return 0 if kind == protocol.READY else 1
 
 
+def _watch_parent(loop: asyncio.AbstractEventLoop, parent: int) -> None:
+    """Stop the loop once ``parent`` (the Ray actor that started this replica) is gone."""
+    if os.getppid() != parent:
+        loop.stop()
+        return
+    loop.call_later(1.0, _watch_parent, loop, parent)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlengine-replica")
     parser.add_argument("--config", required=True, help="JSON file with the replica's configuration")
-    parser.add_argument("--socket", required=True, help="unix socket to listen on")
+    parser.add_argument("--socket", help="unix socket to listen on")
+    parser.add_argument("--listen-fd", type=int, help="an inherited listening TCP socket (the Ray backend)")
+    parser.add_argument("--secret-fd", type=int, help="a pipe to read the version's secret from (with --listen-fd)")
+    parser.add_argument("--parent", type=int, help="exit when this process (the Ray actor) is gone")
     parser.add_argument("--sandbox", help="the sandbox policy (JSON) entered before the model is loaded")
     parser.add_argument("--peer", type=int, help="pid of the only process whose connections are answered")
     args = parser.parse_args(argv)
     config = ReplicaConfig.from_json(json.loads(Path(args.config).read_text()))
-    listener = listen(args.socket)
+    secret = None
+    if args.listen_fd is not None:
+        listener = socket.socket(fileno=args.listen_fd)
+        if args.secret_fd is None:
+            parser.error("--listen-fd needs --secret-fd: a TCP replica answers only who knows the secret")
+        with os.fdopen(args.secret_fd, "rb") as pipe:
+            secret = pipe.read()
+        if not secret:
+            parser.error("--secret-fd gave no secret")
+    elif args.socket:
+        listener = listen(args.socket)
+    else:
+        parser.error("one of --socket or --listen-fd is required")
     if args.sandbox:
         try:
             confine(args.sandbox)
@@ -300,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"The replica cannot enter its sandbox, so it does not load the model: {err}", file=sys.stderr,
                   flush=True)
             return 126
-    return serve(config, listener, peer=args.peer)
+    return serve(config, listener, peer=args.peer, secret=secret, parent=args.parent)
 
 
 if __name__ == "__main__":

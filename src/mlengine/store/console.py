@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import delete, select
 
@@ -83,14 +82,16 @@ class ConsoleUsers:
         with self.db.session() as s:
             return list(s.scalars(select(ConsoleUserRow).order_by(ConsoleUserRow.name)))
 
-    def delete(self, name: str) -> None:
-        """Delete the user and sign out every browser of theirs."""
+    def delete(self, name: str) -> list[int]:
+        """Delete the user and sign out every browser of theirs; returns those sessions' ids."""
         with self.db.session() as s:
             row = s.scalar(select(ConsoleUserRow).where(ConsoleUserRow.name == name))
             if row is None:
                 raise not_found(f"User {name!r}")
             s.delete(row)
+            ids = list(s.scalars(select(ConsoleSessionRow.id).where(ConsoleSessionRow.user_name == name)))
             s.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.user_name == name))
+            return ids
 
     def check(self, name: str, password: str) -> ConsoleUserRow | None:
         """The user if the password is theirs, else None (in about the same time either way)."""
@@ -134,12 +135,11 @@ class ConsoleSessions:
         with self.db.session() as s:
             s.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.secret_sha256 == _digest(secret)))
 
-    def end_for_token(self, token_name: str) -> int:
+    def purge_expired(self) -> list[int]:
+        """Delete expired sessions; returns their ids (their proxy tokens go too)."""
         with self.db.session() as s:
-            result: Any = s.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.token_name == token_name))
-            return int(result.rowcount or 0)
-
-    def purge_expired(self) -> int:
-        with self.db.session() as s:
-            result: Any = s.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.expire_time < utcnow()))
-            return int(result.rowcount or 0)
+            expired = ConsoleSessionRow.expire_time < utcnow()
+            ids = list(s.scalars(select(ConsoleSessionRow.id).where(expired)))
+            if ids:
+                s.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.id.in_(ids)))
+            return ids
