@@ -8,7 +8,7 @@
 #      console's Playwright tests, driven through /usr/bin/chromium) if missing;
 #   2. creates .venv in the repository root (python3 -m venv);
 #   3. installs uv into it and, with uv, the project in editable mode with the
-#      extras [tensorflow,sklearn,postgres,ray,test];
+#      extras [tensorflow,sklearn,postgres,ray,notebooks,test];
 #   4. installs PyTorch's CPU build with pip (torch==2.13.0; see below).
 # A second run only checks, and takes seconds: step 3 is skipped while
 # pyproject.toml and this script are unchanged since the last successful install
@@ -16,7 +16,7 @@
 #
 # Environment:
 #   PYTHON            interpreter used to create .venv (default: python3, needs >= 3.10)
-#   MLE_SETUP_EXTRAS  extras to install (default: tensorflow,sklearn,postgres,ray,test)
+#   MLE_SETUP_EXTRAS  extras to install (default: tensorflow,sklearn,postgres,ray,notebooks,test)
 #   MLE_SETUP_NO_TORCH 1 = skip step 4
 #   MLE_SETUP_FORCE   1 = run the package install even when it looks up to date
 #   MLE_SETUP_NO_APT  1 = never call apt-get (fail later if PostgreSQL is missing)
@@ -30,7 +30,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PYTHON="${PYTHON:-python3}"
-EXTRAS="${MLE_SETUP_EXTRAS:-tensorflow,sklearn,postgres,ray,test}"
+EXTRAS="${MLE_SETUP_EXTRAS:-tensorflow,sklearn,postgres,ray,notebooks,test}"
 TORCH_VERSION="2.13.0"
 VENV="$ROOT/.venv"
 VPY="$VENV/bin/python"

@@ -6,8 +6,9 @@
   (:mod:`mlengine.services.kinds.notebook_git`, the Jupyter ``post_save_hook``).
 - Sandbox: JupyterLab, its kernels and terminals run under the replicas' Landlock sandbox
   (:mod:`mlengine.core.confined`): the server's home, database and credentials are hidden; the
-  disk, the service directory (with a private ``HOME`` and ``TMPDIR``) and a local git remote
-  are writable; the environment is an allow-list (never the server's ``MLE_*``).
+  disk, the service directory (with a private ``HOME`` and ``TMPDIR``), a local git remote and
+  ``MLE_SANDBOX_WRITABLE`` (as for trainers) are writable; the environment is an allow-list
+  (never the server's ``MLE_*``).
 - Kernels: a ``python3`` kernel spec in the service directory gives them ``MLE_API_URL``,
   ``MLE_PROJECT``, ``MLE_NOTEBOOK`` and ``MLE_TOKEN``: the token the notebooks API minted for
   the instance's owner (:data:`TOKEN_FILE`, written before the service is created).
@@ -183,12 +184,16 @@ def confined_prefix(settings: Settings, service_dir: Path, disk: Path, remote: s
     if settings.sandbox == "off":
         policy = SandboxPolicy(private=private, landlock=False)
     else:
-        writable = [os.path.realpath(disk), os.path.realpath(service_dir)]
+        hidden = [os.path.realpath(p) for p in hidden_paths(settings)]
+        # Like a trainer, also MLE_SANDBOX_WRITABLE (default: the system temporary directory),
+        # so job directories the notebook's jobs write are writable from it too.
+        shared = [os.path.realpath(p) for p in settings.sandbox_writable_paths]
+        writable = [os.path.realpath(disk), os.path.realpath(service_dir),
+                    *(p for p in shared if not any(p == h or p.startswith(h.rstrip("/") + "/") for h in hidden))]
         local = _local_remote(remote)
         if local and os.path.isdir(local):
             writable.append(os.path.realpath(local))
-        policy = SandboxPolicy(hidden=tuple(os.path.realpath(p) for p in hidden_paths(settings)),
-                               readable=(), writable=tuple(writable), private=private)
+        policy = SandboxPolicy(hidden=tuple(hidden), readable=(), writable=tuple(writable), private=private)
     return [sys.executable, "-I", "-m", "mlengine.core.confined", policy.to_json(), "--"]
 
 
