@@ -29,7 +29,9 @@ METRICS = {"numeric": "jensen_shannon", "categorical": "l_infinity"}
 MIN_ROWS = 100
 #: A missing rate this much higher than the reference's is an anomaly (besides chance).
 MISSING_JUMP = 0.1
-#: Unseen categories are an anomaly once they hold this share of the window.
+#: Unseen categories are an anomaly once they hold this share of the window, and well beyond the
+#: share of unseen values a sample of the reference itself shows (Good-Turing: the share of values
+#: seen once; a long tail of rare taxi companies brings new names in every window).
 NEW_CATEGORY_SHARE = 0.01
 
 
@@ -91,6 +93,14 @@ def threshold(kind: str, ref_counts: np.ndarray, n: int, config: Mapping[str, An
     chance = chance_level(kind, ref_counts, n)
     floor = float((config.get("floors") or {}).get(kind, FLOORS[kind]))
     return {"value": max(MARGIN * chance, floor), "method": "bootstrap", "chance": chance, "floor": floor}
+
+
+def new_category_limit(ref: Mapping[str, Any], n: int) -> float:
+    """The share of never-seen values a window of ``n`` rows of the reference's own distribution
+    stays under (Good-Turing estimate, twice over, plus three standard errors)."""
+    singletons = sum(1 for c in ref["counts"].values() if c == 1)
+    expected = singletons / ref["count"] if ref["count"] else 0.0
+    return max(NEW_CATEGORY_SHARE, 2 * expected + 3 * float(np.sqrt(expected * (1 - expected) / max(1, n))))
 
 
 def compare(reference: Mapping[str, Any], window: Mapping[str, Any], config: Mapping[str, Any],
@@ -155,7 +165,7 @@ def _finding(name: str, ref: Mapping[str, Any], win: Mapping[str, Any], config: 
         if kind == "categorical" and ref.get("complete", True):
             unseen = {k: c for k, c in win.get("counts", {}).items() if k not in ref["counts"]}
             share = sum(unseen.values()) / n
-            if unseen and share >= NEW_CATEGORY_SHARE:
+            if unseen and share >= new_category_limit(ref, n):
                 top = sorted(unseen.items(), key=lambda p: -p[1])[:5]
                 anomalies.append({"type": "NEW_CATEGORY", "values": [k for k, _ in top], "share": share,
                                   "detail": f"{len(unseen)} value(s) never seen in the reference "

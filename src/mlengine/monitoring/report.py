@@ -91,7 +91,8 @@ def render_html(title: str, baseline: Mapping[str, Any] | None, runs: Sequence[M
         figure = _bars(bars[name]) if name in bars else "<p>No histogram for this feature.</p>"
         metric = (f"{html.escape(str(finding.get('metric')))} {finding['distance']:.4f} (threshold "
                   f"{finding['threshold']:.4f}, {finding['sampleSize']} rows)" if "distance" in finding else "")
-        flag = ' <strong class="alert">ALERT</strong>' if finding.get("alert") else ""
+        alerted = sum(1 for point in lines.get(name, []) if point["alert"])
+        flag = f' <strong class="alert">ALERT in {alerted} of {len(lines[name])} runs</strong>' if alerted else ""
         sections.append(f"<section><h2>{html.escape(name)}{flag}</h2><p>{metric}</p>"
                         f"{'<ul>' + anomalies + '</ul>' if anomalies else ''}{figure}"
                         f"<h3>Skew distance over time</h3>{_line(lines.get(name, []))}</section>")
