@@ -38,6 +38,9 @@ def check_trials(job: dict[str, Any], job_dir: Path) -> None:
         # the trainer wrote under <job-dir>/<trialId>/ and saw its trial in TF_CONFIG
         seen = json.loads((job_dir / t["trialId"] / "tf_config_master_0.json").read_text())
         assert seen["task"] == {"type": "master", "index": 0, "trial": t["trialId"]}
+    # each trial ran the analyze pass for its nbuckets, cached by value: 6 trials, 4 values (5..8)
+    analyses = sorted((job_dir / "analyze").glob("*.json"))
+    assert 1 <= len(analyses) == len({t["hyperparameters"]["nbuckets"] for t in trials}) < len(trials)
     spans = sorted((t["startTime"], t["endTime"]) for t in trials)
     overlaps = [sum(1 for s, e in spans if s <= start < e) for start, _ in spans]
     assert max(overlaps) == 2  # two trials at a time, never more
@@ -53,6 +56,7 @@ def test_taxifare_tuning_through_cli_and_googleapiclient(server: ServerProcess, 
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "trial-1/master-replica-0" in result.stdout and "eval rmse" in result.stdout
+    assert "Analyze pass for nbuckets=" in result.stdout and ": cache hit, transform " in result.stdout
     check_trials(server.job("taxifare_hp_cli"), cli_dir)
     summary = server.mle("jobs", "describe", "taxifare_hp_cli", "--summarize", check=True).stdout
     assert "TRIAL_ID" in summary and "learning_rate=" in summary
