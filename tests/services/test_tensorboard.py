@@ -128,3 +128,10 @@ def test_scalars_through_the_proxy_confined(tmp_path: Path, monkeypatch: pytest.
             ensure_job_tensorboard(h.manager, PROJECT, "job_2", {})
         assert info.value.code is Code.FAILED_PRECONDITION and "jobDir" in info.value.message
     assert logdir_service_name("gs://b/x") == logdir_service_name("gs://b/x") != logdir_service_name("gs://b/y")
+
+
+def test_it_stops_when_idle_by_default(tmp_path: Path) -> None:
+    kind = TensorBoardKind(ServiceContext(load_settings(home=tmp_path / "home")))
+    logs = str(tmp_path / "logs")
+    assert kind.policy(kind.validate({"logdir": logs})).idle_timeout_seconds == 1800
+    assert kind.policy(kind.validate({"logdir": logs, "idleTimeoutSeconds": 0})).idle_timeout_seconds is None
