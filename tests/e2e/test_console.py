@@ -206,6 +206,24 @@ def test_deploy_a_jobs_model_as_a_version(browser: Any, server: ServerProcess, p
     page.click("#deploy")
     page.wait_for_url(re.compile(r".*/models/console_model/versions/v1$"))
     assert page.inner_text("#version-state") in ("CREATING", "READY")
+    version = "/v1/projects/mlengine/models/console_model/versions/v1"
+    deadline = time.monotonic() + 240
+    while server.api("GET", version).json().get("state") != "READY":
+        assert time.monotonic() < deadline, server.api("GET", version).json()
+        time.sleep(0.5)
+    def predict(times: int) -> None:
+        for _ in range(times):
+            answer = server.api("POST", version + ":predict", json={"instances": [[1.0, 2.0, 3.0]]})
+            assert answer.status_code == 200, answer.text
+
+    predict(3)
+    page.reload()
+    assert re.search(r"\b3\b requests", page.inner_text("#traffic-totals"))  # the server's counters
+    assert page.locator("#monitoring").count() == 1
+    page.wait_for_timeout(5500)  # the page's first two polls of the counters...
+    predict(5)
+    page.wait_for_function("() => document.querySelector('#chart-rate').data?.[0]?.y?.some((v) => v > 0)",
+                           timeout=20_000)  # ...then the rate chart shows the new predictions
     shot(page, "version")
     page.goto(server.url + "/console/projects/mlengine/models/console_model")
     assert page.locator("text=v1").count() >= 1

@@ -7,9 +7,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from mlengine.console import traffic
 from mlengine.console.jobs_pages import render
 from mlengine.console.session import main_state
 from mlengine.errors import Code, MLEngineError, invalid
@@ -57,13 +58,40 @@ def _operations_of(request: Request, project: str, target: str) -> list[dict[str
     return [op for op in result.get("operations", []) if f'"{target}"' in json.dumps(op)][:20]
 
 
+def _monitoring(request: Request, project: str, model: str, version: str) -> dict[str, Any] | None:
+    """Issue 12's monitoring of the version: its state, last run's findings, histograms and
+    the skew distances over time; None where the server has no monitoring."""
+    service = getattr(main_state(request), "monitoring", None)
+    if service is None:
+        return None
+    try:
+        described = service.describe(project, model, version)
+        charts = service.histograms(project, model, version)
+    except MLEngineError as err:
+        return {"error": err.message}
+    last = described.get("lastRun") or {}
+    findings = [{**f, "section": section} for section in ("skew", "drift")
+                for f in ((last.get(section) or {}).get("findings") or [])]
+    return {"described": described, "findings": findings, "charts": json.dumps(charts)}
+
+
 @router.get("/projects/{project}/models/{model}/versions/{version}")
 async def version_page(project: str, model: str, version: str, request: Request) -> Response:
     data = await run_in_threadpool(_models(request).get_version, project, model, version)
     target = f"projects/{project}/models/{model}/versions/{version}"
     operations = await run_in_threadpool(_operations_of, request, project, target)
+    monitoring = await run_in_threadpool(_monitoring, request, project, model, version)
+    now = traffic.snapshot(project, model, version)
+    totals = {"requests": int(now["requests"]), "errors": int(now["errors"]), "coldStarts": int(now["coldStarts"]),
+              **{f"p{q}": traffic.percentile(now["buckets"], q / 100) for q in (50, 90, 99)}}
     return render(request, "version.html", project=project, model_id=model, version_id=version, version=data,
-                  details=json.dumps(data, indent=2, sort_keys=True), operations=operations)
+                  details=json.dumps(data, indent=2, sort_keys=True), operations=operations, monitoring=monitoring,
+                  totals=totals)
+
+
+@router.get("/projects/{project}/models/{model}/versions/{version}/traffic.json")
+async def version_traffic(project: str, model: str, version: str, request: Request) -> Response:
+    return JSONResponse(traffic.snapshot(project, model, version), headers={"cache-control": "no-store"})
 
 
 @router.get("/projects/{project}/operations")

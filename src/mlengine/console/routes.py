@@ -43,6 +43,7 @@ PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", _P + "/models"): "ml.models.list",
     ("GET", _MODEL): "ml.models.get",
     ("GET", _MODEL + "/versions/{version}"): "ml.versions.get",
+    ("GET", _MODEL + "/versions/{version}/traffic.json"): "ml.versions.get",
     ("GET", _P + "/operations"): "ml.operations.list",
 }
 
