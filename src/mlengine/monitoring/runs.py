@@ -131,9 +131,10 @@ def rfc3339_epoch(epoch: float) -> str:
 def save(version_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     folder = runs_dir(version_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    run_id = f"{int(record['window']['end'] * 1000):015d}"
-    while (folder / f"{run_id}.json").exists():
-        run_id = f"{int(run_id) + 1:015d}"
+    stamp = int(record["window"]["end"] * 1000)  # ids sort by the window's end; a name starts with a letter
+    while (folder / f"r{stamp:015d}.json").exists():
+        stamp += 1
+    run_id = f"r{stamp:015d}"
     record["name"] = run_id
     record.setdefault("createTime", rfc3339_epoch(time.time()))
     temporary = folder / f".{run_id}.tmp"
@@ -142,15 +143,19 @@ def save(version_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _is_run_id(text: str) -> bool:
+    return len(text) == 16 and text[0] == "r" and text[1:].isdigit()
+
+
 def run_ids(version_dir: Path) -> list[str]:
     folder = runs_dir(version_dir)
     if not folder.is_dir():
         return []
-    return sorted((p.stem for p in folder.glob("*.json")), reverse=True)
+    return sorted((p.stem for p in folder.glob("r*.json") if _is_run_id(p.stem)), reverse=True)
 
 
 def load(version_dir: Path, run_id: str) -> dict[str, Any]:
-    if not run_id.isdigit():
+    if not _is_run_id(run_id):
         raise invalid("run", f"{run_id!r} is not a run id")
     try:
         return dict(json.loads((runs_dir(version_dir) / f"{run_id}.json").read_text()))
@@ -174,7 +179,7 @@ def page(version_dir: Path, page_size: int | None, page_token: str | None) -> tu
             after = base64.urlsafe_b64decode(page_token.encode()).decode()
         except (ValueError, UnicodeDecodeError):
             raise invalid("pageToken", "is not a token this server gave") from None
-        if not after.isdigit():
+        if not _is_run_id(after):
             raise invalid("pageToken", "is not a token this server gave")
         ids = [i for i in ids if i < after]
     chosen = ids[:size]
