@@ -24,8 +24,8 @@ from mlengine.errors import invalid, not_found
 from mlengine.store.database import Database
 from mlengine.store.models import ConsoleSessionRow, ConsoleUserRow
 
-#: scrypt cost: 2**15 * 8 * 128 bytes = 32 MiB and ~50 ms per check (OWASP's minimum is 2**17 / 8 / 1
-#: at 128 MiB; a sign-in is rare and the server is shared with training, so the smaller one).
+#: scrypt cost: 2**15 * 8 * 128 bytes = 32 MiB and 0.1-0.3 s of one core per check (OWASP lists
+#: 2**17 / 8 / 1 at 128 MiB; a sign-in is rare and the server is shared with training, so less).
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
