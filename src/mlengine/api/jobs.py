@@ -4,17 +4,22 @@ Their IAM methods are :mod:`mlengine.api.iam`'s."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
 from mlengine.api import web_access
+from mlengine.api.auth import PREDICT_PERMISSION
 from mlengine.api.body import read_json
 from mlengine.api.iam import check_act_as
+from mlengine.core import iam
 from mlengine.jobs.service import JobService
 
 router = APIRouter()
+#: ``predictionInput.modelName`` / ``versionName``: the model a batch prediction job scores with.
+_MODEL_NAME = re.compile(r"^projects/([^/]+)/models/([^/]+)(?:/versions/[^/]+)?$")
 
 
 def _service(request: Request) -> JobService:
@@ -30,11 +35,26 @@ async def create_job(project: str, request: Request) -> dict[str, Any]:
         for field, section in body.items():
             if field.endswith("Input") and isinstance(section, Mapping) and section.get("serviceAccount") is not None:
                 await check_act_as(request, project, section["serviceAccount"], f"{field}.serviceAccount")
+        _check_predict(request, body.get("predictionInput"))
     tensorboard = web_access.wanted(body)  # enableWebAccess: the job's TensorBoard (api/web_access.py)
     created = await _run(request, _service(request).create, project, body, request.state.identity.member)
     if tensorboard:
         created = await _run(request, web_access.start, request.app.state, str(request.base_url), project, created)
     return created
+
+
+def _check_predict(request: Request, prediction_input: Any) -> None:
+    """A batch prediction job naming a model scores with it: its creator needs what online
+    prediction needs, ``ml.models.predict`` on that model (403 naming it otherwise). A malformed
+    name is left to the kind's validation (400 naming the field)."""
+    if not isinstance(prediction_input, Mapping):
+        return
+    for key in ("modelName", "versionName"):
+        value = prediction_input.get(key)
+        match = _MODEL_NAME.match(value) if isinstance(value, str) else None
+        if match:
+            request.app.state.iam.require(request.state.identity, PREDICT_PERMISSION,
+                                          iam.model_resource(match.group(1), match.group(2)))
 
 
 @router.get("/v1/projects/{project}/jobs")

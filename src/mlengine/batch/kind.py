@@ -1,10 +1,11 @@
 """The batch prediction job kind: ``predictionInput`` → workers that score the input files
 with the model's predictor and write AI Platform's output files.
 
-- validate: the spec (:mod:`.spec`); the model (a READY version of this project, the
-  model's default version, or a directory whose framework is detected as for versions);
-  every input pattern matches a file; the output path is allowed, writable by the workers
-  and empty. Each refusal is a 400 naming the field.
+- validate: the spec (:mod:`.spec`); the model (a READY version or the model's default
+  version, of any project: the API checked the creator's ``ml.models.predict`` on the model;
+  or a directory whose framework is detected as for versions); every input pattern matches a
+  file; the output path is allowed, writable by the workers and empty; on a Ray cluster of
+  several machines, inputs and output are not local paths. Each refusal is a 400 naming the field.
 - plan: ``maxWorkerCount`` workers (default: this machine's CPUs, at most 10), 1 CPU each.
 - prepare: the model is copied into the job's directory (the workers read only that copy and
   the version's environment), the inputs are planned into shards once and the plan stored with
@@ -51,6 +52,25 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
+def multi_machine(addresses: list[str]) -> list[str]:
+    """The distinct machines among Ray nodes' addresses: loopback addresses (the suite's
+    127.0.0.2, 127.0.0.3...) are all this machine."""
+    machines = sorted({"this machine" if a.startswith("127.") or a in ("::1", "localhost") else a
+                       for a in addresses})
+    return machines
+
+
+def ray_machines() -> list[str]:
+    """The machines of the Ray cluster the executor is connected to (none when not connected)."""
+    ray = sys.modules.get("ray")
+    try:
+        if ray is None or not ray.is_initialized():
+            return []
+        return multi_machine([n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")])
+    except Exception:  # the cluster cannot be asked: the executor will say so when it places the job
+        return []
+
+
 class BatchPredictionKind(JobKind):
     name: ClassVar[str] = "batch_prediction"
     input_field: ClassVar[str] = "predictionInput"
@@ -77,13 +97,12 @@ class BatchPredictionKind(JobKind):
         return Submission(job_id, pi, labels, max_running_seconds=spec.max_running_seconds, output=output,
                           max_retries=spec.max_retries)
 
-    def _version(self, project: str, pi: Mapping[str, Any]) -> tuple[Any, Any, str]:
+    def _version(self, pi: Mapping[str, Any]) -> tuple[Any, Any, str]:
         """The model and version rows a ``modelName``/``versionName`` names, and the field."""
         field = "predictionInput.modelName" if pi.get("modelName") else "predictionInput.versionName"
-        ref_project, model_name, version_name = model_reference(pi.get("modelName") or pi["versionName"], field,
-                                                                field.endswith("versionName"))
-        if ref_project != project:
-            raise invalid(field, f"must name a model of project {project}, not of {ref_project}")
+        # The model may be another project's: the API checked the creator's ml.models.predict on it.
+        project, model_name, version_name = model_reference(pi.get("modelName") or pi["versionName"], field,
+                                                            field.endswith("versionName"))
         try:
             model = self.serving.get_model(project, model_name)
         except MLEngineError:
@@ -102,7 +121,7 @@ class BatchPredictionKind(JobKind):
 
     def _check_model(self, project: str, pi: Mapping[str, Any]) -> None:
         if not pi.get("uri"):
-            self._version(project, pi)
+            self._version(pi)
             return
         from mlengine.prediction import deploy, specs
         from mlengine.storage import uris
@@ -122,6 +141,17 @@ class BatchPredictionKind(JobKind):
         from mlengine.storage import uris
 
         policy = uri_policy(self.settings)
+        machines = ray_machines() if self.settings.executor == "ray" else []
+        if len(machines) > 1:  # workers on other machines would not see this machine's files
+            local = [(f"predictionInput.inputPaths[{i}]", p) for i, p in enumerate(pi["inputPaths"])
+                     if uris.is_local(p)]
+            if uris.is_local(pi["outputPath"]):
+                local.append(("predictionInput.outputPath", pi["outputPath"]))
+            if local:
+                field, path = local[0]
+                raise invalid(field, f"{path} is a local path, but the Ray cluster spans {len(machines)} machines "
+                              f"({', '.join(machines)}): workers on the others would not see it; use a URI "
+                              "every node reads (s3://..., gs://...)")
         for i, pattern in enumerate(pi["inputPaths"]):
             field = f"predictionInput.inputPaths[{i}]"
             uris.check_usable(pattern, field)
@@ -163,7 +193,7 @@ class BatchPredictionKind(JobKind):
                 deploy.refuse_pickle(pi["uri"], source.top_level, framework, None)
             deploy.stage(source, dest)
             return {"framework": framework, "pythonpath": []}
-        _model, version, _field = self._version(job.project, pi)
+        _model, version, _field = self._version(pi)
         shutil.copytree(version.internal["modelDir"], dest, symlinks=False)
         spec = version.spec or {}
         return {"framework": version.internal["framework"], "predictionClass": spec.get("predictionClass"),
@@ -199,7 +229,9 @@ class BatchPredictionKind(JobKind):
                 paths: JobPaths) -> ReplicaCommand:
         import json
 
-        config = {**prepared, "worker": position, "workers": len(placement.replicas)}
+        # The host the executor placed the worker on, for its log lines (which node did what).
+        config = {**prepared, "worker": position, "workers": len(placement.replicas),
+                  "host": placement.replicas[position].host}
         argv = [sys.executable, "-I", "-m", "mlengine.batch.worker", "--config", json.dumps(config)]
         return ReplicaCommand(argv, {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
 

@@ -66,7 +66,8 @@ def run(config: dict[str, Any]) -> int:
     shards = [Shard.from_json(s) for s in plan["shards"]]
     done = output.done()
     mine = [s for s in shards if s.index % workers == worker and s.index not in done]
-    print(f"{name}: {len(mine)} shard(s) to do of {len(shards)} ({len(done)} already done).", flush=True)
+    host = config.get("host") or "?"
+    print(f"{name} on {host}: {len(mine)} shard(s) to do of {len(shards)} ({len(done)} already done).", flush=True)
     kwargs = {"signature_name": config["signatureName"]} if config.get("signatureName") else {}
     scorer = Scorer(predictor, int(config["batchSize"]), kwargs)
     raw = config["dataFormat"].startswith("TF_RECORD") and wants_raw_records(predictor, config.get("signatureName"))

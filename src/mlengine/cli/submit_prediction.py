@@ -8,12 +8,13 @@ from typing import Any
 import click
 
 from mlengine.cli import output
-from mlengine.cli.core import client, parse_key_values, parse_list, project_of, project_option
+from mlengine.cli.core import GcloudChoice, client, parse_key_values, parse_list, project_of, project_option
 from mlengine.cli.streaming import require_success
 from mlengine.core.names import JOB_ID_RE, validate_labels
 
-INPUT_FORMATS = ("json", "jsonl", "text", "csv", "tf-record", "tf-record-gzip", "parquet")
-OUTPUT_FORMATS = ("json", "csv", "parquet")
+#: gcloud's spellings (any case, ``-`` or ``_``: ``tf-record``, ``TF_RECORD``); values are the API's.
+INPUT_FORMATS = ("JSON", "JSONL", "TEXT", "CSV", "TF_RECORD", "TF_RECORD_GZIP", "PARQUET")
+OUTPUT_FORMATS = ("JSON", "CSV", "PARQUET")
 
 
 def progress_text(job: dict[str, Any], started: float, now: float) -> str | None:
@@ -72,9 +73,9 @@ def follow(c: Any, project: str, job_id: str) -> dict[str, Any]:
 @click.option("--input-paths", required=True, metavar="PATH,...",
               help="Input files, comma-separated; a trailing * matches several.")
 @click.option("--output-path", required=True, metavar="URI", help="An empty (or new) output directory.")
-@click.option("--data-format", required=True, type=click.Choice(INPUT_FORMATS, case_sensitive=False),
+@click.option("--data-format", required=True, type=GcloudChoice(INPUT_FORMATS),
               help="Format of the input files.")
-@click.option("--output-data-format", default=None, type=click.Choice(OUTPUT_FORMATS, case_sensitive=False),
+@click.option("--output-data-format", default=None, type=GcloudChoice(OUTPUT_FORMATS),
               help="Format of the results (default json).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Instances per model call (64).")
 @click.option("--max-worker-count", type=click.IntRange(min=1), default=None, help="Most workers to use.")
@@ -106,7 +107,7 @@ def prediction(job: str, project: str | None, model_dir: str | None, model: str 
     if version and not model:
         raise click.UsageError("--version needs --model.")
     project_name = project_of(project)
-    pi: dict[str, Any] = {"dataFormat": data_format.upper().replace("-", "_"),
+    pi: dict[str, Any] = {"dataFormat": data_format,
                           "inputPaths": parse_list(input_paths), "outputPath": output_path}
     if model_dir:
         pi["uri"] = model_dir
@@ -114,7 +115,7 @@ def prediction(job: str, project: str | None, model_dir: str | None, model: str 
         pi["versionName"] = f"projects/{project_name}/models/{model}/versions/{version}"
     else:
         pi["modelName"] = f"projects/{project_name}/models/{model}"
-    optional = {"outputDataFormat": output_data_format.upper() if output_data_format else None,
+    optional = {"outputDataFormat": output_data_format,
                 "batchSize": None if batch_size is None else str(batch_size),
                 "maxWorkerCount": None if max_worker_count is None else str(max_worker_count),
                 "signatureName": signature_name, "keyField": key_field, "runtimeVersion": runtime_version,
