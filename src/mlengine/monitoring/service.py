@@ -54,6 +54,11 @@ def _epoch(value: Any, field: str) -> float:
     return parsed.timestamp()
 
 
+def _created(row: VersionRow) -> float:
+    when = row.create_time
+    return (when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
 class MonitoringService:
     def __init__(self, settings: Settings, db: Any, version_dir: VersionDir, tick: float = 5.0) -> None:
         self.settings = settings
@@ -66,6 +71,8 @@ class MonitoringService:
         self._task: asyncio.Task[None] | None = None
         self._work = threading.Lock()  # one baseline or run at a time
         self._failed_baselines: set[int] = set()
+        self._has_baseline: set[int] = set()  # version ids whose baseline file exists (read once)
+        self._last_end: dict[int, float] = {}  # version id -> end of its last run's window
 
     # Serving hook ----------------------------------------------------------------------------
     def attach(self, model: ModelRow, row: VersionRow, pool: Any) -> None:
@@ -111,13 +118,17 @@ class MonitoringService:
             if row.state != READY:
                 continue
             directory = self.version_dir(model, row)
-            if row.id not in self._failed_baselines and baseline.load(directory) is None:
-                self._baseline(model, row, directory)
+            if row.id not in self._failed_baselines and row.id not in self._has_baseline:
+                if not baseline.baseline_path(directory).exists():
+                    self._baseline(model, row, directory)
+                self._has_baseline.add(row.id)
             config = row.spec.get("monitoringConfig")
             if not config:
                 continue
-            last = runs.latest(directory)
-            start = last["window"]["end"] if last else row.create_time.timestamp()
+            if row.id not in self._last_end:
+                last = runs.latest(directory)
+                self._last_end[row.id] = last["window"]["end"] if last else _created(row)
+            start = self._last_end[row.id]
             if now - start >= spec.parse_interval(config.get("interval", spec.DEFAULT_INTERVAL), "interval"):
                 try:
                     self._run(model, row, directory, start, now)
@@ -165,6 +176,7 @@ class MonitoringService:
             record = runs.analyze(directory, baseline.load(directory), config, start, end, runs.latest(directory),
                                   (row.internal or {}).get("features") or ())
             runs.save(directory, record)
+            self._last_end[row.id] = max(end, self._last_end.get(row.id, end))
         if record["alerts"]:
             log.warning("monitoring %s: skew or drift on %s (run %s)", name, ", ".join(record["alerts"]),
                         record["name"])
@@ -219,7 +231,7 @@ class MonitoringService:
             start = _epoch(body["startTime"], "startTime")
         else:
             last = runs.latest(directory)
-            start = last["window"]["end"] if last else row.create_time.timestamp()
+            start = last["window"]["end"] if last else _created(row)
         if start >= end:
             raise invalid("startTime", "must be before endTime")
         if body.get("recomputeBaseline") or baseline.load(directory) is None:
