@@ -11,6 +11,9 @@ and 32, with 1 and with 100 instances per request:
 - HTTP floor: a bare Starlette app that parses the JSON body and returns a constant;
 - per-request floor: a bare Starlette app calling the model once per request;
 - mlengine: ``mle server``, one replica (autoScaling min 1, max 1), through the router;
+- mlengine's traffic (issue 15, ``--servers mlengine-model,mlengine-split,mlengine-shadow``):
+  a 50/50 split and a shadow version against one version called on the model's name, and the
+  ``ray`` replica backend on a two-node local Ray cluster (``mlengine-ray``, bench/_traffic_servers.py);
 - ``mlflow models serve`` and Ray Serve (one replica), each in its own virtual environment
   under bench/.envs/ (``mlflow``, ``ray``), made by ``bash bench/setup_serving_envs.sh``
   (which also installs ``wrk``).
@@ -35,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _serving_servers as servers  # noqa: E402
+from bench import _traffic_servers as traffic_servers  # noqa: E402
 from bench._report import machine, table, write_section  # noqa: E402
 
 ROOT = servers.ROOT
@@ -112,6 +116,8 @@ def start(server_kind: str, model_kind: str, model: Path, probe: dict[str, Any],
         return servers.start_mlflow(floor_kind, model, probe, work)
     if server_kind == "ray":
         return servers.start_ray(floor_kind, model, probe, work)
+    if server_kind in traffic_servers.VARIANTS:
+        return traffic_servers.start_variant(server_kind, model)
     raise SystemExit(f"unknown server {server_kind}")
 
 
@@ -167,17 +173,41 @@ def report(model_kind: str, rows: list[dict[str, Any]], starts: dict[str, Any], 
                   f"per-request floor's 1-instance {floor:.0f} req/s: {ratio(big, floor)} (target >= 1x); vs its "
                   f"100-instance {rps('per-request floor', 100):.0f} req/s: "
                   f"{ratio(big, rps('per-request floor', 100))}.")
+    checks += traffic_checks(get, rps)
     if "cold" in starts.get("mlengine", {}):
         checks.append(f"- cold start (scale from zero to first prediction): {starts['mlengine']['cold']} s "
                       "(target < 1 s for scikit-learn).")
     return "\n".join(out + ["", *checks, ""])
 
 
+def traffic_checks(get: dict[tuple[str, int, int], dict[str, Any]], rps: Any) -> list[str]:
+    """Issue 15's targets: a split and a shadow against one version called on the model's name
+    (p50 at c=1 within 0.1 ms, requests/s at c=32 within 5 %); the ray backend against the local
+    backend and Ray Serve (ahead of Ray Serve by the local backend's margin)."""
+    out = []
+    base = traffic_servers.VARIANTS["mlengine-model"]
+    for key in ("mlengine-split", "mlengine-shadow"):
+        name = traffic_servers.VARIANTS[key]
+        if (name, 1, 1) in get and (base, 1, 1) in get:
+            delta = get[(name, 1, 1)]["p50"] - get[(base, 1, 1)]["p50"]
+            out.append(f"- {name}: p50 at c=1 {delta:+.2f} ms against {base} (target within 0.1 ms); requests/s "
+                       f"at c=32 {ratio(rps(name), rps(base))} of it (target >= 0.95x).")
+    ray_backend, serve = rps(traffic_servers.VARIANTS["mlengine-ray"]), rps("Ray Serve")
+    if ray_backend and serve:
+        out.append(f"- ray backend, 1 instance, c=32: {ray_backend:.0f} req/s = {ratio(ray_backend, serve)} Ray Serve; "
+                   f"the local backend: {ratio(rps('mlengine'), serve)} (target: the ray backend ahead of Ray Serve "
+                   "by the local backend's margin).")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--models", default="sklearn,tensorflow")
-    parser.add_argument("--servers", default="http,floor,mlengine,mlflow,ray")
+    parser.add_argument("--servers", default="http,floor,mlengine,mlflow,ray",
+                        help="also: mlengine-model, mlengine-split, mlengine-shadow (a 50/50 split and a shadow "
+                             "version against one version on the model's name), mlengine-ray (the ray replica "
+                             "backend on a two-node local Ray cluster)")
     parser.add_argument("--idle-seconds", type=float, default=2.0, help="mlengine scale-to-zero idle time")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)

@@ -233,9 +233,10 @@ class Settings(BaseSettings):
         "on: fork replicas from per-framework processes that pre-import it; off: fresh interpreters.",
         default="on",
     )
-    serving_backend: Literal["local"] = _env(
+    serving_backend: Literal["local", "ray"] = _env(
         "MLE_SERVING_BACKEND",
-        "Where model replicas run: local (processes on this machine, reached over unix sockets).",
+        "Where model replicas run: local (processes on this machine, reached over unix sockets) or ray "
+        "(Ray actors spread over the cluster of MLE_RAY_ADDRESS, reached over authenticated TCP).",
         default="local",
     )
     model_max_files: PositiveInt = _env(

@@ -88,3 +88,20 @@ def peer_pid(sock: object) -> int | None:
 
 
 PEER_CREDENTIALS = struct.Struct("3i")
+
+#: Over TCP (the Ray backend) a replica first sends a random nonce of this size and answers
+#: only a connection that sends back HMAC-SHA256(version secret, nonce): no frame before that.
+NONCE_SIZE = 32
+
+
+def answer(secret: bytes, nonce: bytes) -> bytes:
+    import hashlib
+    import hmac
+
+    return hmac.new(secret, nonce, hashlib.sha256).digest()
+
+
+def check_answer(secret: bytes, nonce: bytes, given: bytes) -> bool:
+    import hmac
+
+    return bool(secret) and hmac.compare_digest(answer(secret, nonce), given)

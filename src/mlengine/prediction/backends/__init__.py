@@ -18,6 +18,7 @@ from mlengine.prediction.backends._base import (
 #: Backend name → ``module:Class`` (imported on use, so a Ray backend costs nothing until chosen).
 BACKENDS: dict[str, str] = {
     "local": "mlengine.prediction.backends.local:LocalBackend",
+    "ray": "mlengine.prediction.backends.ray:RayBackend",
 }
 
 __all__ = ["BACKENDS", "ReplicaBackend", "ReplicaChannel", "ReplicaOwner", "ReplicaStartError",
