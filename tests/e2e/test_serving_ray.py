@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 import threading
 import time
@@ -208,3 +209,59 @@ def test_killed_actor_gives_a_bounded_burst_and_a_replacement(server: ServerProc
     assert len(errors) <= 8, f"{len(errors)} errors of {len(results)}: the burst must be bounded"
     late = [status for t, status in results if t > killed_at + 5]
     assert late and all(status == 200 for status in late)
+
+
+# The replica's TCP side, without Ray ----------------------------------------------------------
+def test_tcp_replica_answers_only_who_knows_the_version_secret(tmp_path: Path) -> None:
+    """A replica started the way the Ray agent starts it (an inherited TCP listener, the secret
+    through a pipe) closes a connection that cannot answer its nonce, before any frame."""
+    import asyncio
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from mlengine.prediction import protocol
+    from mlengine.prediction.backends.ray import ActorProcess, RayReplica
+    from mlengine.testing.replica_backends import Owner, body
+
+    template = ReplicaBackendSuite().template(tmp_path)
+    config = tmp_path / "replica.json"
+    config.write_text(json.dumps(template.config.to_json()))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"s" * 32)
+    os.close(write_end)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": template.config.pythonpath[0], "HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "mlengine.prediction.replica", "--config", str(config),
+                             "--listen-fd", str(listener.fileno()), "--secret-fd", str(read_end)],
+                            pass_fds=(listener.fileno(), read_end), env=env, start_new_session=True)
+    listener.close()
+    os.close(read_end)
+
+    async def scenario() -> None:
+        # A stranger: gets the nonce, answers wrong, is closed without a greeting.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        nonce = await reader.readexactly(protocol.NONCE_SIZE)
+        writer.write(protocol.answer(b"wrong" * 7, nonce))
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+        writer.close()
+        # The router with the secret: READY, then predictions.
+        owner = Owner()
+        replica = RayReplica(owner, ActorProcess(None, {"pid": proc.pid, "host": "127.0.0.1", "port": port},
+                                                 str(tmp_path / "log")), b"s" * 32)
+        await asyncio.get_running_loop().create_connection(lambda: replica, "127.0.0.1", port)
+        kind, _ = await asyncio.wait_for(replica.greeting, 60)
+        assert kind == protocol.READY
+        status, payload, _ = await replica.send(body("a"), time.monotonic() + 30)
+        assert status == 200 and json.loads(payload)["predictions"][0]["echo"] == "a"
+        replica.transport.close()
+        await asyncio.sleep(0.2)
+
+    try:
+        asyncio.run(scenario())
+        assert proc.wait(10) == 0  # its last router connection closed: it exits
+    finally:
+        if proc.poll() is None:
+            proc.kill()
