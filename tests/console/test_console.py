@@ -196,3 +196,22 @@ def test_pages_render_and_plotly_comes_from_its_wheel(server: InProcessServer) -
     assert browser.http.get("/console/static/..%2Fapp.py").status_code == 404
     tracked = subprocess.run(["git", "ls-files", "*plotly*.js"], capture_output=True, text=True).stdout
     assert not tracked.strip()  # never a pasted copy in the repository
+
+
+def test_embedded_data_cannot_close_its_script() -> None:
+    import json
+
+    from mlengine.console.jobs_pages import script_json
+
+    hostile = {"opt": "</script><script>alert(1)</script>&"}
+    embedded = script_json(hostile)
+    assert "<" not in embedded and ">" not in embedded and "&" not in embedded
+    assert json.loads(embedded) == hostile
+
+
+def test_security_headers(server: InProcessServer) -> None:
+    browser = Browser(server)
+    browser.sign_in(token=server.token)
+    page = browser.http.get("/console/projects/mlengine/jobs")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"

@@ -20,6 +20,16 @@ from mlengine.store.console import ConsoleSessions
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+#: No framing (clickjacking of Cancel), scripts only from this origin (Plotly's WebGL traces need
+#: eval; its styles are inline), forms post only here.
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; script-src 'self' 'unsafe-eval'; "
+                               "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
 
 
 def plotly_js() -> Path:
@@ -67,6 +77,15 @@ def build(main_state: Any) -> FastAPI:
     async def _home(request: Request) -> Response:
         project = getattr(main_state.settings, "project", "mlengine")
         return RedirectResponse(f"{request.scope.get('root_path', '')}/projects/{quote(project)}/jobs", 303)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if response.headers.get("content-type", "").startswith("text/html"):
+            response.headers["cache-control"] = "no-store"  # pages carry the session's CSRF token
+        return response
 
     app.include_router(signin.router)
     app.include_router(jobs_router)

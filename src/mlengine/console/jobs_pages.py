@@ -29,6 +29,12 @@ _LABEL = re.compile(r"^([a-z][a-z0-9_-]{0,62})(?:=([a-z0-9_-]{0,63}))?$")
 _TEXT = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
+def script_json(value: Any) -> str:
+    """JSON to embed in ``<script type="application/json">``: user data (a categorical value, a
+    feature name) cannot close the element, whatever it holds."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def render(request: Request, template: str, **context: Any) -> Response:
     context.setdefault("viewer", getattr(request.state, "viewer", None))
     context.setdefault("base", request.scope.get("root_path", ""))
@@ -205,7 +211,7 @@ async def trials_page(project: str, job: str, request: Request) -> Response:
                         for r in rows if r["objective"] is not None]}
     pages = max(1, -(-len(rows) // TRIALS_PAGE))
     return render(request, "trials.html", project=project, job=data, job_id=job, rows=shown, params=names,
-                  chart_json=json.dumps(chart), sort=sort, order=order, page=page, pages=pages, total=len(rows))
+                  chart_json=script_json(chart), sort=sort, order=order, page=page, pages=pages, total=len(rows))
 
 
 @router.get("/projects/{project}/jobs/{job}/deploy")

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mlengine.console import traffic
-from mlengine.console.jobs_pages import render
+from mlengine.console.jobs_pages import render, script_json
 from mlengine.console.session import main_state
 from mlengine.errors import Code, MLEngineError, invalid
 
@@ -72,7 +72,7 @@ def _monitoring(request: Request, project: str, model: str, version: str) -> dic
     last = described.get("lastRun") or {}
     findings = [{**f, "section": section} for section in ("skew", "drift")
                 for f in ((last.get(section) or {}).get("findings") or [])]
-    return {"described": described, "findings": findings, "charts": json.dumps(charts)}
+    return {"described": described, "findings": findings, "charts": script_json(charts)}
 
 
 @router.get("/projects/{project}/models/{model}/versions/{version}")

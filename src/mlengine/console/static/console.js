@@ -96,3 +96,11 @@
     });
   }
 })();
+
+(function confirmations() {
+  for (const form of document.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  }
+})();
