@@ -215,3 +215,31 @@ def test_security_headers(server: InProcessServer) -> None:
     page = browser.http.get("/console/projects/mlengine/jobs")
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"
+
+
+def test_jobs_list_filters_by_state_label_and_text(server: InProcessServer, project: str,
+                                                   trainer_package: Any) -> None:
+    from tests.inprocess import wait_for_job
+
+    with server.client(retries=0) as api:
+        api.create_job(project, {**job_body("alpha_run", trainer_package), "labels": {"team": "vision"}})
+        api.create_job(project, {**job_body("beta_run", trainer_package, "--exit-code", "3"),
+                                 "labels": {"team": "nlp"}})
+        wait_for_job(api, project, "alpha_run")
+        wait_for_job(api, project, "beta_run")
+    browser = Browser(server)
+    browser.sign_in(token=server.token)
+
+    def listed(query: str) -> set[str]:
+        page = browser.http.get(f"/console/projects/{project}/jobs?{query}")
+        assert page.status_code == 200, page.text
+        return set(re.findall(r'/jobs/([A-Za-z0-9_]+)">', page.text))
+
+    assert listed("") == {"alpha_run", "beta_run"}
+    assert listed("state=FAILED") == {"beta_run"}
+    assert listed("label=team%3Dvision") == {"alpha_run"}
+    assert listed("label=team") == {"alpha_run", "beta_run"}
+    assert listed("q=beta") == {"beta_run"}
+    assert listed("state=SUCCEEDED&q=beta") == set()
+    first = browser.http.get(f"/console/projects/{project}/jobs?pageSize=25")
+    assert "Next page" not in first.text
