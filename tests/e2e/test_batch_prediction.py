@@ -259,3 +259,75 @@ def test_cancel_mid_job(server: ServerProcess, slow_version: str, work: Path) ->
     assert not worker_pids(str(work / "cancel_out"))
     finished = [p for p in (work / "cancel_out").glob("prediction.results-*")]
     assert len(finished) < 20  # not every shard: stopped mid-way
+
+
+def test_a_model_needs_the_creators_predict_right(server: ServerProcess, sk_model: Path, work: Path) -> None:
+    """A developer of project ``scoring`` (and nothing on project mlengine) scores with
+    mlengine's taxi_sk only once granted roles/ml.modelUser on that model."""
+    from mlengine.client.http import Client
+
+    admin = Client(server.url, server.token, retries=0)
+    created = admin.create_token("scorer", None, user="scorer")
+    admin.add_iam_policy_binding("projects/scoring", "user:scorer", "roles/ml.developer")
+    files = write_inputs(work / "iam_in", [{k: r[k] for k in FEATURES} for r in rides(30)], "JSON")
+    version = "projects/mlengine/models/taxi_sk/versions/v1"
+
+    def create_as_scorer(job_id: str, **change: Any) -> Any:
+        body = {"versionName": version, "dataFormat": "JSON", "inputPaths": [str(files[0])],
+                "outputPath": str(work / f"{job_id}_out"), **change}
+        return server.api("POST", "/v1/projects/scoring/jobs", json={"jobId": job_id, "predictionInput": body},
+                          headers={"Authorization": f"Bearer {created['token']}"})
+
+    for field, value in (("versionName", version), ("modelName", "projects/mlengine/models/taxi_sk")):
+        response = create_as_scorer("iam_denied", **{"versionName": None, field: value})
+        assert response.status_code == 403, response.text
+        message = response.json()["error"]["message"]
+        assert "'ml.models.predict'" in message and "'projects/mlengine/models/taxi_sk'" in message, message
+    assert not (work / "iam_denied_out").exists()
+    admin.add_iam_policy_binding("projects/mlengine/models/taxi_sk", "user:scorer", "roles/ml.modelUser")
+    response = create_as_scorer("iam_allowed")
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 120
+    job = server.job("iam_allowed", project="scoring")
+    while job["state"] not in ("SUCCEEDED", "FAILED"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+        job = server.job("iam_allowed", project="scoring")
+    assert job["state"] == "SUCCEEDED", job
+    assert job["predictionOutput"]["predictionCount"] == "30"
+
+
+def test_a_server_killed_mid_job_resumes_on_restart(server: ServerProcess, slow_version: str, work: Path) -> None:
+    """kill -9 the server mid-job, and its workers with it (a machine that went down); started
+    again on the same home it queues the job again, which resumes from the shards not yet done:
+    exactly one result per input line."""
+    n = 6000
+    inputs = work / "restart_in.json"
+    inputs.write_text("".join(json.dumps({"key": i, "v": i}) + "\n" for i in range(n)))
+    out = work / "restart_out"
+    response = create(server, "restart_job", versionName=slow_version, dataFormat="JSON", inputPaths=[str(inputs)],
+                      outputPath=str(out), keyField="key", batchSize="10", maxWorkerCount="2")
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline, "no shard was done mid-job"
+        job = server.job("restart_job")
+        assert job["state"] in ("QUEUED", "PREPARING", "RUNNING"), job
+        done = int(job.get("predictionOutput", {}).get("predictionCount", 0))
+        if job["state"] == "RUNNING" and 0 < done < n - 2000:
+            break
+        time.sleep(0.1)
+    server.kill9()
+    pids = worker_pids(str(out))
+    assert pids, "the workers outlive the server"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    server.start()
+    job = server.wait_state("restart_job", ("SUCCEEDED", "FAILED"), timeout=180)
+    assert job["state"] == "SUCCEEDED", (job, server.logs("restart_job")[-10:])
+    assert job["predictionOutput"]["predictionCount"] == str(n) and job["predictionOutput"]["errorCount"] == "0"
+    results = read_results(out)
+    assert sorted(r["key"] for r in results) == list(range(n))  # none doubled, none lost
+    assert all(r["prediction"] == 2 * r["key"] for r in results)
+    resumed = [e["message"] for e in server.logs("restart_job") if e["message"].startswith("Resuming")]
+    assert resumed and not resumed[-1].startswith("Resuming: 0 of"), resumed
