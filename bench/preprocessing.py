@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -28,6 +29,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "taxifare"
+# bench/distributed.py would shadow the `distributed` package (Dask's) of the Dask variant.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def generate(path: Path, rows: int, seed: int = 7) -> None:
@@ -100,8 +103,10 @@ def child(variant: str, source: str, out: str, workers: int) -> None:
 def measure(variant: str, source: Path, rows: int, workers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as out:
         started = time.monotonic()
+        # Beam's worker processes import the sample's modules by name: the sample on PYTHONPATH.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SAMPLE), os.environ.get("PYTHONPATH")]))}
         proc = subprocess.run([sys.executable, __file__, "--child", variant, "--source", str(source),
-                               "--out", out, "--workers", str(workers)], capture_output=True, text=True)
+                               "--out", out, "--workers", str(workers)], capture_output=True, text=True, env=env)
         seconds = time.monotonic() - started
     if proc.returncode != 0:
         return {"variant": variant, "error": proc.stderr[-800:]}
