@@ -122,7 +122,7 @@ def main() -> None:
     pages = {
         "jobs page (newest 50)": "/console/projects/bench/jobs",
         "jobs page, state=FAILED": "/console/projects/bench/jobs?state=FAILED",
-        "jobs page, label and text": "/console/projects/bench/jobs?label=team%3Dnlp&q=job_19",
+        "jobs page, label and id prefix": "/console/projects/bench/jobs?label=team%3Dnlp&q=job_19",
         f"job page ({args.log_lines:,} log lines)": "/console/projects/bench/jobs/logged",
         "its first logs.json (the tail)": "/console/projects/bench/jobs/logged/logs.json",
         f"trials page ({args.trials:,} trials)": "/console/projects/bench/jobs/tuned/trials",
