@@ -17,8 +17,9 @@ A *profile* is ``{"rows": N, "features": {name: feature}}``; a feature is one of
 
 A window profiled against a reference (``reference=``) reuses the reference's kinds and edges,
 so windows and the baseline compare bucket by bucket and :func:`merge` adds them (a day is the
-sum of its hours). The engine is Arrow (``pyarrow.compute``) plus NumPy for bucketing: fastest
-of the three we measured for this shape of work (bench/monitoring.py).
+sum of its hours). The engine is Arrow (``pyarrow.compute``) plus NumPy for bucketing; DuckDB's
+``SUMMARIZE`` is about as fast for the moments but computes neither histograms on given edges nor
+full category counts (bench/monitoring.py times both).
 """
 
 from __future__ import annotations
