@@ -23,8 +23,17 @@ def _sources(paths: JobPaths) -> list[tuple[str, Path]]:
     return out
 
 
+#: The replica filter lists at most this many trials (the newest): a tuning job may have thousands.
+MAX_TRIALS_LISTED = 100
+
+
 def tasks(paths: JobPaths) -> list[str]:
-    return [name for name, _ in _sources(paths)]
+    """The replica filter's choices: the job's replicas, then its newest trials (each selects
+    every replica of that trial)."""
+    own = sorted(p.stem for p in paths.logs_dir.glob("*.jsonl")) if paths.logs_dir.is_dir() else []
+    trials = sorted((d.parent.name for d in (paths.root / "trials").glob("*/logs")),
+                    key=lambda n: (len(n), n))[-MAX_TRIALS_LISTED:]
+    return own + [f"trial-{n}" for n in trials]
 
 
 def _tail_offset(path: Path, max_bytes: int) -> int:
