@@ -105,3 +105,21 @@ def test_features_without_a_column_are_listed_with_the_reason(tmp_path: Path) ->
     assert record["features"] == ["trip_miles", "payment_type"]
     assert "no column named 'surge'" in record["unmatched"]["surge"]
     assert record["profile"]["features"]["payment_type"]["kind"] == "categorical"
+
+
+def test_training_data_inside_the_servers_home_is_never_read(tmp_path: Path) -> None:
+    from mlengine.storage.policy import uri_policy
+
+    settings = _settings(tmp_path)
+    settings.home.mkdir(parents=True)
+    (settings.home / "admin_token").write_text("secret\n")
+    outside = tmp_path / "data"
+    outside.mkdir()
+    (outside / "train.csv").symlink_to(settings.home / "admin_token")
+    policy = uri_policy(settings)
+
+    def check(uri: str) -> None:
+        policy.check(uri, "trainingData.uri")
+
+    for uri in (str(settings.home / "*"), str(outside / "*.csv")):
+        _refused(lambda uri=uri: baseline.compute({"uris": [uri]}, None, check=check), "trainingData.uri")

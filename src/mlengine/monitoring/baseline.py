@@ -23,7 +23,7 @@ import json
 import re
 import tarfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -292,12 +292,19 @@ def _string_lists(source: str) -> list[list[str]]:
 
 # The baseline -----------------------------------------------------------------------------
 def compute(source: Mapping[str, Any], features: Sequence[str] | None, *, buckets: int = stats.BUCKETS,
-            binning: str = "quantile") -> dict[str, Any]:
-    """Read the source, map the features, profile: the baseline record (JSON-able)."""
+            binning: str = "quantile", check: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Read the source, map the features, profile: the baseline record (JSON-able). ``check``
+    (the server's URI policy) sees every URI and every file a wildcard matched before it is read."""
     started = time.time()
+    for uri in source["uris"]:
+        if check is not None:
+            check(uri)
     files = expand(source["uris"])
     if not files:
         raise invalid("trainingData.uri", f"no file matches {', '.join(source['uris'])}")
+    for uri in files:
+        if check is not None:
+            check(uri)  # a wildcard or a symbolic link may lead into the server's own files
     fmt = data_format(files, source.get("format"))
     columns = source.get("columns")
     table, how = read_table(files, fmt, columns=columns, header=source.get("header"), features=features or ())

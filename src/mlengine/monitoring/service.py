@@ -31,6 +31,7 @@ from typing import Any
 from mlengine.config import Settings
 from mlengine.errors import MLEngineError, failed_precondition, invalid
 from mlengine.monitoring import alerts, baseline, logs, report, runs, spec
+from mlengine.storage.policy import uri_policy
 from mlengine.store.serving import ModelRow, ServingRepository, VersionRow
 
 log = logging.getLogger("mlengine.monitoring")
@@ -152,10 +153,12 @@ class MonitoringService:
             return record
         config = row.spec.get("monitoringConfig") or {}
         features = (row.internal or {}).get("features")
+        policy = uri_policy(self.settings)
         try:
             with self._work:
                 record = baseline.compute(source, features, buckets=int(config.get("buckets", 20)),
-                                          binning=str(config.get("binning", "QUANTILE")).lower())
+                                          binning=str(config.get("binning", "QUANTILE")).lower(),
+                                          check=lambda uri: policy.check(uri, "trainingData.uri"))
             record["origin"] = origin
             unmatched = f"; unmatched: {record['unmatched']}" if record["unmatched"] else ""
             log.info("baseline of %s: %d rows, features %s%s", name, record["profile"]["rows"],
