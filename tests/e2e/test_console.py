@@ -220,6 +220,7 @@ def test_deploy_a_jobs_model_as_a_version(browser: Any, server: ServerProcess, p
     page.reload()
     assert re.search(r"\b3\b requests", page.inner_text("#traffic-totals"))  # the server's counters
     assert page.locator("#monitoring").count() == 1
+    assert re.match(r"[1-9]\d* ready", page.inner_text("#replicas-now"))  # the replica the predictions started
     page.wait_for_timeout(5500)  # the page's first two polls of the counters...
     predict(5)
     page.wait_for_function("() => document.querySelector('#chart-rate').data?.[0]?.y?.some((v) => v > 0)",

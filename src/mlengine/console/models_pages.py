@@ -81,8 +81,9 @@ async def version_page(project: str, model: str, version: str, request: Request)
     target = f"projects/{project}/models/{model}/versions/{version}"
     operations = await run_in_threadpool(_operations_of, request, project, target)
     monitoring = await run_in_threadpool(_monitoring, request, project, model, version)
-    now = traffic.snapshot(project, model, version)
+    now = traffic.snapshot(project, model, version, getattr(main_state(request), "serving", None))
     totals = {"requests": int(now["requests"]), "errors": int(now["errors"]), "coldStarts": int(now["coldStarts"]),
+              "replicas": now["replicas"],
               **{f"p{q}": traffic.percentile(now["buckets"], q / 100) for q in (50, 90, 99)}}
     return render(request, "version.html", project=project, model_id=model, version_id=version, version=data,
                   details=json.dumps(data, indent=2, sort_keys=True), operations=operations, monitoring=monitoring,
@@ -91,7 +92,8 @@ async def version_page(project: str, model: str, version: str, request: Request)
 
 @router.get("/projects/{project}/models/{model}/versions/{version}/traffic.json")
 async def version_traffic(project: str, model: str, version: str, request: Request) -> Response:
-    return JSONResponse(traffic.snapshot(project, model, version), headers={"cache-control": "no-store"})
+    now = traffic.snapshot(project, model, version, getattr(main_state(request), "serving", None))
+    return JSONResponse(now, headers={"cache-control": "no-store"})
 
 
 @router.get("/projects/{project}/operations")

@@ -14,12 +14,21 @@ BUCKET = "mlengine_prediction_latency_seconds_bucket"
 COLD = "mlengine_scale_from_zero_total"
 
 
-def snapshot(project: str, model: str, version: str) -> dict[str, Any]:
-    """Cumulative requests, errors, cold starts and latency buckets (``le`` seconds → count)."""
+def replicas(serving: Any, project: str, model: str, version: str) -> dict[str, int]:
+    """The version's replicas now (ready, starting), as the serving manager's pool counts them."""
+    route = (getattr(serving, "routes", None) or {}).get((project, model))
+    pool = getattr(route.versions.get(version), "pool", None) if route is not None else None
+    return {str(k): int(v) for k, v in pool.counts().items()} if pool is not None else {"ready": 0, "starting": 0}
+
+
+def snapshot(project: str, model: str, version: str, serving: Any = None) -> dict[str, Any]:
+    """Cumulative requests, errors, cold starts and latency buckets (``le`` seconds → count),
+    and the replicas now."""
     from mlengine.core import metrics
 
     want = {"project": project, "model": model, "version": version}
-    out: dict[str, Any] = {"time": time.time(), "requests": 0.0, "errors": 0.0, "coldStarts": 0.0, "buckets": {}}
+    out: dict[str, Any] = {"time": time.time(), "requests": 0.0, "errors": 0.0, "coldStarts": 0.0, "buckets": {},
+                           "replicas": replicas(serving, project, model, version)}
     for family in metrics.registry().collect():
         for sample in family.samples:
             if any(sample.labels.get(k) != v for k, v in want.items()):

@@ -25,6 +25,10 @@
       const response = await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}});
       if (response.ok) {
         const now = await response.json();
+        const replicas = document.getElementById("replicas-now");
+        if (replicas && now.replicas) {
+          replicas.textContent = `${now.replicas.ready || 0} ready, ${now.replicas.starting || 0} starting`;
+        }
         if (last) {
           const dt = Math.max(0.001, now.time - last.time);
           const deltas = Object.keys(now.buckets).map((le) => [le === "+Inf" ? Infinity : parseFloat(le),
