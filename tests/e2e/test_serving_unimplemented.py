@@ -102,7 +102,6 @@ def test_model_iam_policy_is_the_models_not_a_missing_model(server: ServerProces
     ("routes", {"predict": "/p"}),
     ("serviceAccount", "sa@example.com"),
     ("explanationConfig", {"sampledShapleyAttribution": {"numPaths": 2}}),
-    ("requestLoggingConfig", {"samplingPercentage": 1.0, "bigqueryTableName": "p.d.t"}),
 ])
 def test_version_fields_that_would_do_nothing_are_501(server: ServerProcess, tmp_path: Path, field: str,
                                                       value: object) -> None:
@@ -134,5 +133,7 @@ def test_machine_type_and_runtime_version_work(server: ServerProcess, tmp_path: 
     assert operation["response"]["machineType"] == "mls1-c1-m2"
     assert operation["response"]["runtimeVersion"] == "2.11"
     patched = server.api("PATCH", f"{MODELS}/machines/versions/v1", params={"updateMask": "requestLoggingConfig"},
-                         json={"requestLoggingConfig": {"samplingPercentage": 0.5}})
-    assert patched.status_code == 501 and "Field: requestLoggingConfig" in patched.text
+                         json={"requestLoggingConfig": {"samplingPercentage": 0.5}})  # implemented by issue 12
+    assert patched.status_code == 200, patched.text
+    version = server.api("GET", f"{MODELS}/machines/versions/v1").json()
+    assert version["requestLoggingConfig"] == {"samplingPercentage": 0.5}
