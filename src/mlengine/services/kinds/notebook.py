@@ -15,12 +15,14 @@
 - Jupyter's own authentication is off: only the server's authenticated proxy reaches it (it
   listens on 127.0.0.1; a local user of this machine could reach the port directly).
 - Idle: :meth:`NotebookKind.last_activity` sees busy kernels, kernel and terminal
-  ``last_activity`` (Jupyter Server's ``/api/kernels`` and ``/api/terminals``) and running
-  jobs labelled ``mlengine-notebook: <name>`` (what ``%mle jobs submit`` adds).
+  ``last_activity`` (Jupyter Server's ``/api/kernels`` and ``/api/terminals``) and jobs
+  labelled ``mlengine-notebook: <name>`` (what ``%mle jobs submit`` adds): active ones, and
+  the end of the last one (the idle time counts from it).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -143,9 +145,8 @@ class NotebookKind(ServiceKind):
 
     # Idleness ----------------------------------------------------------------------------
     def last_activity(self, instance: ServiceInstance) -> float | None:
-        seen: list[float] = []
-        if self._running_jobs(instance):
-            return time.time()
+        jobs = self._jobs_activity(instance)
+        seen: list[float] = [jobs] if jobs is not None else []
         base = f"http://{instance.host}:{instance.port}{instance.url_prefix}"
         for what in ("api/kernels", "api/terminals"):
             items = _get_json(base + what)
@@ -159,20 +160,31 @@ class NotebookKind(ServiceKind):
                     seen.append(when)
         return max(seen) if seen else None
 
-    def _running_jobs(self, instance: ServiceInstance) -> int:
+    def _jobs_activity(self, instance: ServiceInstance) -> float | None:
+        """Now while a job labelled with the instance is active, else when the last one ended."""
         db = self.context.db
         if db is None:
-            return 0
-        from sqlalchemy import select
+            return None
+        from sqlalchemy import or_, select
 
         from mlengine.jobs.lifecycle import ACTIVE
         from mlengine.store.models import JobRow
 
+        active = [str(getattr(s, "value", s)) for s in ACTIVE]
+        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
         with db.session() as session:
-            rows = session.execute(select(JobRow.labels).where(
-                JobRow.project == instance.project, JobRow.state.in_([str(getattr(s, "value", s)) for s in ACTIVE]),
+            rows = session.execute(select(JobRow.labels, JobRow.state, JobRow.end_time).where(
+                JobRow.project == instance.project, or_(JobRow.state.in_(active), JobRow.end_time >= since),
             )).all()
-        return sum(1 for (labels,) in rows if (labels or {}).get(JOB_LABEL) == instance.name)
+        ended: list[float] = []
+        for labels, state, end_time in rows:
+            if (labels or {}).get(JOB_LABEL) != instance.name:
+                continue
+            if state in active:
+                return time.time()
+            if end_time is not None:
+                ended.append((end_time if end_time.tzinfo else end_time.replace(tzinfo=dt.timezone.utc)).timestamp())
+        return max(ended) if ended else None
 
 
 def confined_prefix(settings: Settings, service_dir: Path, disk: Path, remote: str = "") -> list[str]:
@@ -250,8 +262,6 @@ def _get_json(url: str) -> list[dict[str, Any]] | None:
 
 
 def _epoch(value: Any) -> float | None:
-    import datetime as dt
-
     if not isinstance(value, str):
         return None
     try:
