@@ -40,6 +40,22 @@ def package(work: Path) -> Path:
     return build_sdist(SAMPLE / "trainer", work / "dist")
 
 
+def console_page(server: ServerProcess, path: str) -> str:
+    """A console page, signed in with the admin token as a browser would."""
+    import re
+
+    import httpx
+
+    with httpx.Client(base_url=server.url, headers={"Origin": server.url}) as browser:
+        form = browser.get("/console/signin").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert csrf is not None, form[:500]
+        browser.post("/console/signin", data={"csrf": csrf.group(1), "token": server.token})
+        page = browser.get(path)
+        assert page.status_code == 200, page.text[:500]
+        return page.text
+
+
 def digest(out: Path) -> tuple[dict[str, int], str]:
     """Row counts per split and a checksum of the sorted rows of every output file."""
     counts, rows = {}, []
@@ -127,6 +143,8 @@ def test_model_trained_on_the_output_predicts_from_raw_instances(server: ServerP
     server.mle("versions", "create", "v1", "--model", "taxiprep", "--origin", str(export), check=True, timeout=300)
     version = server.api("GET", f"{MODELS}/taxiprep/versions/v1").json()
     assert version["transformFingerprint"] == analysis["fingerprint"]
+    assert f'<code id="transform">{analysis["fingerprint"]}</code>' in console_page(
+        server, "/console/projects/mlengine/models/taxiprep/versions/v1")
 
     import sys
 
