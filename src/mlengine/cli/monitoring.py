@@ -89,7 +89,13 @@ def logs() -> None:
 @click.option("--max-rows", type=click.IntRange(1, 10_000), default=1000, help="Most rows returned.")
 def query(model: str, version: str, sql: str, project: str | None, max_rows: int) -> None:
     """Run SQL (DuckDB) over the logged calls of MODEL's VERSION: the table ``logs`` with the
-    columns model, model_version, time, raw_data, raw_prediction, groundtruth, request_id, status."""
+    columns model, model_version, time, raw_data, raw_prediction, groundtruth, request_id, status.
+
+    \b
+    Examples:
+      mle versions logs query taxifare v1 "SELECT count(*) AS calls FROM logs"
+      mle versions logs query taxifare v1 "SELECT status, count(*) FROM logs GROUP BY status" --format json
+    """
     result = client().request("POST", _version_path(project, model, version) + "/requestLogs:query",
                               json={"sql": sql, "maxRows": max_rows})
     rows = [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
@@ -119,7 +125,13 @@ def monitoring() -> None:
 @project_option
 def describe(model: str, version: str, project: str | None) -> None:
     """The version's monitoring: its baseline (training data, features, unmatched features), the
-    logging counters and the last run."""
+    logging counters and the last run.
+
+    \b
+    Examples:
+      mle versions monitoring describe taxifare v1
+      mle versions monitoring describe taxifare v1 --format 'value(baseline.state)'
+    """
     output.print_resource(client().request("GET", _version_path(project, model, version) + "/monitoring"))
 
 
@@ -132,7 +144,13 @@ def describe(model: str, version: str, project: str | None) -> None:
 @click.option("--recompute-baseline", is_flag=True, help="Compute the training statistics again first.")
 def run(model: str, version: str, project: str | None, start_time: str | None, end_time: str | None,
         recompute_baseline: bool) -> None:
-    """Analyse the serving window now: skew against the training data, drift against the last run."""
+    """Analyse the serving window now: skew against the training data, drift against the last run.
+
+    \b
+    Examples:
+      mle versions monitoring run taxifare v1
+      mle versions monitoring run taxifare v1 --start-time 2026-01-01T00:00:00Z --recompute-baseline
+    """
     body: dict[str, Any] = {k: v for k, v in (("startTime", start_time), ("endTime", end_time)) if v}
     if recompute_baseline:
         body["recomputeBaseline"] = True
@@ -146,7 +164,13 @@ def run(model: str, version: str, project: str | None, start_time: str | None, e
 @project_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Most runs listed.")
 def history(model: str, version: str, project: str | None, limit: int | None) -> None:
-    """The version's monitoring runs, newest first."""
+    """The version's monitoring runs, newest first.
+
+    \b
+    Examples:
+      mle versions monitoring history taxifare v1
+      mle versions monitoring history taxifare v1 --limit 5 --format json
+    """
     c = client()
     path = _version_path(project, model, version) + "/monitoringRuns"
     found: list[dict[str, Any]] = []
@@ -168,7 +192,12 @@ def history(model: str, version: str, project: str | None, limit: int | None) ->
               help="The HTML file to write.")
 def report(model: str, version: str, project: str | None, output_path: str) -> None:
     """Write a self-contained HTML page: per feature, training and serving histograms and the
-    distance over time."""
+    distance over time.
+
+    \b
+    Examples:
+      mle versions monitoring report taxifare v1 --output report.html
+    """
     page = client().request("GET", _version_path(project, model, version) + "/monitoring:report",
                             params={"alt": "json"})
     if not isinstance(page, dict) or "html" not in page:
