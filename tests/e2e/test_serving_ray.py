@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 import threading
 import time
@@ -50,6 +51,8 @@ class Where:
 def cluster() -> Iterator[TestRay]:
     from tests.raycluster import start_cluster, use_in_this_process
 
+    # A loaded 2-core machine can take longer than Ray's default to start a node's agents.
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
     ray_cluster = start_cluster([(2, None), (2, None)])
     try:
         use_in_this_process(ray_cluster)
