@@ -61,7 +61,7 @@ def _created(row: VersionRow) -> float:
 
 
 class MonitoringService:
-    def __init__(self, settings: Settings, db: Any, version_dir: VersionDir, tick: float = 5.0) -> None:
+    def __init__(self, settings: Settings, db: Any, version_dir: VersionDir, tick: float = 2.0) -> None:
         self.settings = settings
         self.db = db
         self.repo = ServingRepository(db)
