@@ -125,6 +125,16 @@ else
     info "Chromium missing and apt-get unavailable: the console's browser tests skip"
 fi
 
+# The browser tests (console, notebooks) drive Debian's Chromium with Playwright.
+if command -v chromium >/dev/null 2>&1; then
+    info "Chromium present ($(command -v chromium))"
+elif [ "${MLE_SETUP_NO_APT:-0}" = "1" ] || ! command -v apt-get >/dev/null 2>&1; then
+    info "Chromium missing; the browser tests will be skipped"
+else
+    info "installing Chromium (apt-get install chromium)"
+    apt_install chromium
+fi
+
 # --------------------------------------------------------------------------- #
 # 2. Virtual environment
 # --------------------------------------------------------------------------- #
