@@ -112,7 +112,12 @@ class MonitoringService:
     def pass_once(self, now: float | None = None) -> None:
         """Refresh sampling rates, compute missing baselines, run what is due (blocking)."""
         now = time.time() if now is None else now
-        for model, row in self._versions():
+        versions = self._versions()
+        live = {row.id for _, row in versions}
+        for gone in set(self.targets) - live:  # deleted versions
+            self.targets.pop(gone, None)
+            self._last_end.pop(gone, None)
+        for model, row in versions:
             target = self.targets.get(row.id)
             if target is not None:
                 target.sampling = float((row.spec.get("requestLoggingConfig") or {}).get("samplingPercentage", 0.0))
