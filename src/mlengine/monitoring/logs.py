@@ -76,15 +76,18 @@ class RequestLogWriter:
 
     def record(self, target: LogTarget, body: bytes, status: int, payload: bytes) -> None:
         """Sample and queue one answered call (event loop; never blocks)."""
-        rate = target.sampling
-        if rate <= 0.0 or (rate < 1.0 and self._random() >= rate):
-            return
-        if len(self._queue) >= self.capacity:
-            self.dropped[str(target.directory)] += 1
-            return
-        self._queue.append((target, time.time(), body, status, payload))
-        if len(self._queue) >= self.batch_rows:
-            self._wake.set()
+        try:
+            rate = target.sampling
+            if rate <= 0.0 or (rate < 1.0 and self._random() >= rate):
+                return
+            if len(self._queue) >= self.capacity:
+                self.dropped[str(target.directory)] += 1
+                return
+            self._queue.append((target, time.time(), body, status, payload))
+            if len(self._queue) >= self.batch_rows:
+                self._wake.set()
+        except Exception:  # never let logging fail the prediction it observes
+            log.exception("request logging failed")
 
     def flush(self, timeout: float = 30.0) -> None:
         """Write everything queued so far (blocking; not on the event loop)."""
