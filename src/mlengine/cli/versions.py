@@ -284,5 +284,6 @@ def update(version: str, model: str, project: str | None, description: str | Non
     c.wait_operation(c.patch_version(name, model, version, body, ",".join(dict.fromkeys(mask))))
     output.status(f"Updated version [{version}] of model [{model}].")
 
+
 versions.add_command(monitoring_cli.logs)  # mle versions logs query
 versions.add_command(monitoring_cli.monitoring)  # mle versions monitoring run|describe|history|report
