@@ -104,6 +104,51 @@ def test_direct_and_dask_runners_give_the_same_outputs(server: ServerProcess, di
     assert {"prep_direct", "prep_dask"} <= {j["jobId"] for j in listed}
 
 
+NOTEBOOK = """
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+out = sys.argv[1]
+
+
+def square(x):
+    return x * x
+
+
+def write(total):
+    with open(out + "/total.txt", "w") as handle:
+        handle.write(str(total))
+
+
+options = PipelineOptions(["--runner=mlengine.client.beam.MLEngineRunner", "--mle_job_id=prep_notebook",
+                           "--mle_job_dir=" + out, "--mle_worker_count=1"])
+with beam.Pipeline(options=options) as p:
+    p | beam.Create(list(range(100))) | beam.Map(square) | beam.CombineGlobally(sum) | beam.Map(write)
+print("notebook done")
+"""
+
+
+def test_a_pipeline_built_in_a_notebook_runs_with_the_mlengine_runner(server: ServerProcess, direct: Path,
+                                                                      work: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # the notebook's Beam: the one the jobs run with (the environment the first job built)
+    site = next(p.parent for p in (server.home / "envs").glob("*/site/apache_beam"))
+    out = work / "notebook"
+    env = {**os.environ, "PYTHONPATH": str(site), "MLE_API_URL": server.url, "MLE_TOKEN": server.token}
+    proc = subprocess.run([sys.executable, "-c", NOTEBOOK, str(out)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Submitted preprocessing job mlengine/prep_notebook" in proc.stdout
+    assert (out / "total.txt").read_text() == str(sum(x * x for x in range(100)))
+    job = server.job("prep_notebook")
+    assert job["state"] == "SUCCEEDED" and job["preprocessingInput"]["pipelineUri"].endswith("pipeline.pb")
+
+
 def test_bad_input_is_refused_naming_the_field(server: ServerProcess, package: Path) -> None:
     body = {"jobId": "prep_bad", "preprocessingInput": {"packageUris": [str(package)],
                                                         "pythonModule": "trainer.preprocess", "runner": "Spark"}}

@@ -28,6 +28,12 @@ def test_defaults_are_filled_in() -> None:
     assert spec.max_running_seconds == 60.0
 
 
+def test_a_serialized_pipeline_needs_no_module_nor_package() -> None:
+    spec = validate_preprocessing_input({"pipelineUri": "/tmp/p.pb", "runner": "DaskRunner"})
+    assert spec.input["pipelineUri"] == "/tmp/p.pb" and spec.input["packageUris"] == []
+    assert "pythonModule" not in spec.input
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"pythonModule": "m"}, "preprocessingInput.packageUris"),
     ({**BASE, "pythonModule": "no such"}, "preprocessingInput.pythonModule"),
@@ -40,6 +46,8 @@ def test_defaults_are_filled_in() -> None:
     ({**BASE, "args": "--x"}, "preprocessingInput.args"),
     ({**BASE, "extra": 1}, "preprocessingInput.extra"),
     ({**BASE, "scheduling": {"maxRunningTime": "soon"}}, "preprocessingInput.scheduling.maxRunningTime"),
+    ({**BASE, "pipelineUri": "/tmp/p.pb"}, "preprocessingInput.pythonModule"),
+    ({"pipelineUri": 3}, "preprocessingInput.pipelineUri"),
 ])
 def test_bad_fields_are_named(body: dict[str, Any], field: str) -> None:
     with pytest.raises(MLEngineError) as info:

@@ -25,13 +25,13 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from mlengine.errors import MLEngineError
+from mlengine.errors import Code, MLEngineError
 from mlengine.jobs.executors import Placement, ReplicaRequest
 from mlengine.jobs.kinds import JobKind, KindContext, Outcome, ReplicaCommand, ReplicaResult, SandboxPaths, Submission
 from mlengine.jobs.lifecycle import FAILED, SUCCEEDED
 from mlengine.jobs.paths import JobPaths
 from mlengine.jobs.resources import Resources
-from mlengine.preprocessing.spec import FIELD, validate_preprocessing_input, workers
+from mlengine.preprocessing.spec import FIELD, PORTABLE_MODULE, validate_preprocessing_input, workers
 from mlengine.storage.policy import uri_policy
 from mlengine.store.models import JobRow
 from mlengine.training.kind import check_uris, local_job_dir
@@ -83,8 +83,20 @@ class PreprocessingKind(JobKind):
         except MLEngineError as err:  # the training check names trainingInput's fields
             raise MLEngineError(err.code, err.message.replace("trainingInput.", f"{FIELD}.")) from None
         pi = spec.input
+        if pi.get("pipelineUri"):
+            self._check_pipeline(pi["pipelineUri"])
         output = {"runner": pi["runner"], "workerCount": pi["workerCount"]}
         return Submission(job_id, pi, labels, spec.max_running_seconds, spec.max_wait_seconds, output=output)
+
+    def _check_pipeline(self, uri: str) -> None:
+        from mlengine.storage import uris
+
+        field = f"{FIELD}.pipelineUri"
+        uris.check_usable(uri, field)
+        uri_policy(self.context.settings).check(uri, field)
+        if not uris.is_local(uri) or not uris.local_path(uri).is_file():
+            raise MLEngineError(Code.INVALID_ARGUMENT,
+                                f"Field: {field} Error: {uri} is not a file on the server's file system")
 
     # Running --------------------------------------------------------------------------------
     def plan(self, job: JobRow) -> list[ReplicaRequest]:
@@ -105,7 +117,12 @@ class PreprocessingKind(JobKind):
     def sandbox_paths(self, job: JobRow, prepared: Any, paths: JobPaths) -> SandboxPaths:
         env_dirs = [*getattr(prepared, "pythonpath", ()), *getattr(prepared, "bin_dirs", ())]
         job_dir = local_job_dir(job.input)
-        return SandboxPaths(tuple(str(p) for p in env_dirs), (job_dir,) if job_dir else ())
+        readable = [str(p) for p in env_dirs]
+        if job.input.get("pipelineUri"):
+            from mlengine.storage import uris
+
+            readable.append(str(uris.local_path(job.input["pipelineUri"])))
+        return SandboxPaths(tuple(readable), (job_dir,) if job_dir else ())
 
     def command(self, job: JobRow, prepared: Any, placement: Placement, position: int,
                 paths: JobPaths) -> ReplicaCommand:
@@ -113,7 +130,8 @@ class PreprocessingKind(JobKind):
         me = placement.replicas[position]
         driver = placement.replicas[0]
         config: dict[str, Any] = {
-            "role": me.task_type, "module": pi["pythonModule"], "args": pi.get("args", []),
+            "role": me.task_type, "module": pi.get("pythonModule") or PORTABLE_MODULE,
+            "args": ["--pipeline", pi["pipelineUri"]] if pi.get("pipelineUri") else pi.get("args", []),
             "jobDir": pi.get("jobDir"), "runner": pi["runner"], "workers": workers(pi),
             "mode": pi.get("directRunningMode", "multi_processing"), "host": me.host, "port": me.port,
             "scheduler": pi.get("daskAddress") or f"tcp://{driver.host}:{driver.port}",

@@ -6,6 +6,10 @@ Fields (mlengine's; AI Platform ran Beam on Dataflow instead):
 - ``packageUris`` (required), ``pythonModule`` (required), ``args``: as ``trainingInput``; the
   module is run as ``python -m MODULE ARGS [runner options] [--job-dir DIR]``, so a pipeline
   that hands its unknown arguments to ``PipelineOptions`` (as the course writes them) runs as is.
+- ``pipelineUri`` instead of ``pythonModule``: a Beam pipeline serialized by a notebook or
+  script (``--runner=mlengine.client.beam.MLEngineRunner``: Beam's runner API proto, the user's
+  functions pickled in it), run by :mod:`mlengine.preprocessing.portable`; a local file the
+  server can read. ``packageUris`` may then be empty.
 - ``jobDir``: where the pipeline writes (appended as ``--job-dir``); a local one must be
   writable by user code (``MLE_SANDBOX_WRITABLE``), as a training job's.
 - ``runner``: ``DirectRunner`` (default; on the job's machine, ``workerCount`` processes) or
@@ -34,8 +38,10 @@ DEFAULT_WORKERS = 2
 MAX_WORKERS = 64
 FIELDS = frozenset({
     "packageUris", "pythonModule", "args", "jobDir", "runner", "directRunningMode", "workerCount",
-    "daskAddress", "region", "runtimeVersion", "scheduling",
+    "daskAddress", "region", "runtimeVersion", "scheduling", "pipelineUri",
 })
+#: The module that runs a serialized pipeline (``pipelineUri``).
+PORTABLE_MODULE = "mlengine.preprocessing.portable"
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _DASK_ADDRESS = re.compile(r"^tcp://[A-Za-z0-9.\-]+:\d{1,5}$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
@@ -78,11 +84,19 @@ def validate_preprocessing_input(pi: Any) -> PreprocessingSpec:
     for key in pi:
         if key not in FIELDS:
             raise invalid(f"{FIELD}.{key}", f"unknown field {key!r}")
-    out: dict[str, Any] = {"packageUris": _strings(pi.get("packageUris"), f"{FIELD}.packageUris", True)}
+    pipeline = pi.get("pipelineUri")
+    if pipeline is not None and (not isinstance(pipeline, str) or not pipeline):
+        raise invalid(f"{FIELD}.pipelineUri", "must be the URI of a serialized pipeline")
+    out: dict[str, Any] = {"packageUris": _strings(pi.get("packageUris"), f"{FIELD}.packageUris", pipeline is None)}
     module = pi.get("pythonModule")
-    if not isinstance(module, str) or not _MODULE.match(module):
+    if pipeline is not None:
+        if module is not None:
+            raise invalid(f"{FIELD}.pythonModule", "must not be set with pipelineUri (the server runs the pipeline)")
+        out["pipelineUri"] = pipeline
+    elif not isinstance(module, str) or not _MODULE.match(module):
         raise invalid(f"{FIELD}.pythonModule", "is required: a Python module name like pipeline.preprocess")
-    out["pythonModule"] = module
+    else:
+        out["pythonModule"] = module
     out["args"] = _strings(pi.get("args"), f"{FIELD}.args", False)
     for key in ("jobDir", "region", "runtimeVersion"):
         value = pi.get(key)
