@@ -122,7 +122,6 @@ def test_live_logs_viewer_refused_editor_cancels(browser: Any, server: ServerPro
     submit(server, job_body("ticking", package, ["--ticks", "600"]), tokens["editor"])
     wait_state(server, "ticking", ("RUNNING",))
     editor = signed_in(browser, server, tokens["editor"])
-    shot(editor, "jobs")
     editor.click("text=ticking")
     opened = time.time()
     # a line the trainer printed after the page was opened reaches it
@@ -225,9 +224,14 @@ def test_deploy_a_jobs_model_as_a_version(browser: Any, server: ServerProcess, p
     predict(5)
     page.wait_for_function("() => document.querySelector('#chart-rate').data?.[0]?.y?.some((v) => v > 0)",
                            timeout=20_000)  # ...then the rate chart shows the new predictions
+    predict(2)
+    page.wait_for_function("() => document.querySelector('#chart-rate').data[0].y.length >= 3", timeout=20_000)
     shot(page, "version")
     page.goto(server.url + "/console/projects/mlengine/models/console_model")
     assert page.locator("text=v1").count() >= 1
+    page.goto(server.url + "/console/projects/mlengine/jobs")
+    assert "exported" in page.locator("#jobs tbody td:first-child").all_inner_texts()
+    shot(page, "jobs")
     page.context.close()
 
 

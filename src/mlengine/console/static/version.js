@@ -8,8 +8,9 @@
   const url = rate.dataset.url;
   const series = {t: [], rate: [], errors: [], p50: [], p90: [], p99: []};
   let last = null;
+  // datarevision: the series arrays grow in place, and Plotly.react redraws only what it sees change
   const layout = (title, y) => ({title: {text: title}, height: 280, margin: {t: 40, l: 50, r: 20, b: 40},
-                                 yaxis: {title: {text: y}, rangemode: "tozero"}});
+                                 yaxis: {title: {text: y}, rangemode: "tozero"}, datarevision: series.t.length});
   Plotly.newPlot(rate, [], layout("requests per second", "req/s"), {displaylogo: false, responsive: true});
   Plotly.newPlot("chart-latency", [], layout("latency (per interval)", "ms"), {displaylogo: false, responsive: true});
 
