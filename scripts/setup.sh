@@ -111,21 +111,8 @@ else
     have_postgres || die "apt-get installed postgresql but initdb/pg_ctl are still missing"
     info "installed: $(echo /usr/lib/postgresql/*/bin)"
 fi
-# The console's browser tests (tests/e2e/test_console.py) drive Debian's Chromium with the
-# playwright package of the test extra: never `playwright install` (a download outside apt).
-if [ -x /usr/bin/chromium ]; then
-    info "Chromium present (/usr/bin/chromium)"
-elif [ "${MLE_SETUP_NO_APT:-0}" = "1" ]; then
-    info "Chromium missing; MLE_SETUP_NO_APT=1, not installing (the console's browser tests skip)"
-elif command -v apt-get >/dev/null 2>&1; then
-    info "installing Chromium (apt-get install chromium)"
-    apt_install chromium
-    [ -x /usr/bin/chromium ] || die "apt-get installed chromium but /usr/bin/chromium is missing"
-else
-    info "Chromium missing and apt-get unavailable: the console's browser tests skip"
-fi
-
-# The browser tests (console, notebooks) drive Debian's Chromium with Playwright.
+# The browser tests (console, notebooks) drive Debian's Chromium with Playwright (the test
+# extra's playwright package; never `playwright install`, a download outside apt).
 if command -v chromium >/dev/null 2>&1; then
     info "Chromium present ($(command -v chromium))"
 elif [ "${MLE_SETUP_NO_APT:-0}" = "1" ] || ! command -v apt-get >/dev/null 2>&1; then
