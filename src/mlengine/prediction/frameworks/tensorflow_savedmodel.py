@@ -3,7 +3,7 @@
 - ``signature_name`` in the request body picks the signature (default ``serving_default``).
 - Inputs are named (each instance an object ``{input: value}``) or, for a signature with one
   input, the instance itself; for several inputs an instance may also be a list holding the
-  inputs in the signature's order (positional).
+  inputs in the signature's order, by name as ``saved_model_cli show`` lists them (positional).
 - Binary values travel as ``{"b64": "<base64>"}`` (AI Platform's convention) and string
   outputs that are not UTF-8 come back the same way.
 - Predictions are one object per instance, keyed by the signature's output names.
@@ -79,8 +79,10 @@ class SavedModelPredictor(Predictor):
         for name, function in loaded.signatures.items():
             specs = function.structured_input_signature[1]
             outputs = function.structured_outputs
+            # Sorted by name (saved_model_cli's order): a loaded signature's own order is arbitrary,
+            # and list instances (CSV rows in batch prediction) need one that does not change.
             self.signatures[name] = _Signature(
-                name, function, list(specs.items()), list(outputs) if isinstance(outputs, Mapping) else ["output_0"]
+                name, function, sorted(specs.items()), list(outputs) if isinstance(outputs, Mapping) else ["output_0"]
             )
 
     @classmethod
