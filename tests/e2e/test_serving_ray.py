@@ -99,7 +99,8 @@ class TestRayBackend(ReplicaBackendSuite):
 # A real server ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(cluster: TestRay) -> Iterator[ServerProcess]:
-    env = {**cluster.env, "MLE_EXECUTOR": "local", "MLE_SERVING_BACKEND": "ray", **SECRET}
+    env = {**cluster.env, "MLE_EXECUTOR": "local", "MLE_SERVING_BACKEND": "ray", "MLE_SERVING_IDLE_SECONDS": "3",
+           **SECRET}
     process = ServerProcess(short_home(), env).start()
     try:
         yield process
@@ -119,6 +120,10 @@ def version(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> 
     operation = deploy(server, "where", "v1", model, predictionClass="whereami.Where", packageUris=[str(package)],
                        manualScaling={"nodes": 2}, machineType="mls1-c1-m2")
     assert "error" not in operation, operation
+    deadline = time.monotonic() + 120  # READY with its first replica; the second follows
+    while server.api("GET", f"{MODELS}/where/versions/v1").json()["replicas"]["ready"] < 2:
+        assert time.monotonic() < deadline, "the second replica did not start"
+        time.sleep(0.5)
     return "v1"
 
 
@@ -198,11 +203,12 @@ def test_killed_actor_gives_a_bounded_burst_and_a_replacement(server: ServerProc
             now = hosts_by_pid()
             described = server.api("GET", f"{MODELS}/where/versions/{version}").json()
             if len(now) == 2 and set(now) != set(before) and described["replicas"]["ready"] == 2:
+                replaced_at = time.monotonic()
                 break
             time.sleep(0.5)
         else:
             raise AssertionError(f"no replacement: {hosts_by_pid()}")
-        time.sleep(1.0)
+        time.sleep(2.0)
     finally:
         stop.set()
         for w in workers:
@@ -210,8 +216,27 @@ def test_killed_actor_gives_a_bounded_burst_and_a_replacement(server: ServerProc
     errors = [status for t, status in results if status != 200]
     assert set(errors) <= {503}, Counter(errors)
     assert len(errors) <= 8, f"{len(errors)} errors of {len(results)}: the burst must be bounded"
-    late = [status for t, status in results if t > killed_at + 5]
+    assert all(t < killed_at + 5 for t, status in results if status != 200), "errors after the burst"
+    late = [status for t, status in results if t > replaced_at]
     assert late and all(status == 200 for status in late)
+
+
+def test_scale_to_zero_and_back_on_ray(server: ServerProcess, version: str) -> None:
+    described = server.api("GET", f"{MODELS}/where/versions/{version}").json()
+    operation = deploy(server, "where", "zero", described["deploymentUri"], predictionClass="whereami.Where",
+                       packageUris=described["packageUris"], autoScaling={"minNodes": 0, "maxNodes": 1})
+    assert "error" not in operation, operation
+    path = f"{MODELS}/where/versions/zero"
+    deadline = time.monotonic() + 60
+    while server.api("GET", path).json()["replicas"]["ready"] != 0:  # idle 3 s: scaled to zero
+        assert time.monotonic() < deadline, "the version did not scale to zero"
+        time.sleep(0.5)
+    while len(hosts_by_pid()) != 2:  # its actor goes too: only the manual version's are left
+        assert time.monotonic() < deadline + 30, f"the idle replica's actor is still there: {hosts_by_pid()}"
+        time.sleep(0.5)
+    response = server.api("POST", f"{path}:predict", json={"instances": [7]})  # a cold start on Ray
+    assert response.status_code == 200 and response.json()["predictions"][0]["x"] == 7
+    assert len(hosts_by_pid()) == 3
 
 
 # The replica's TCP side, without Ray ----------------------------------------------------------
