@@ -110,21 +110,24 @@ def delete(name: str, project: str | None, delete_disk: bool) -> None:
 @click.argument("name")
 @project_option
 @click.option("--open", "open_", is_flag=True, help="Open the URL in a browser.")
-@click.option("--no-token", is_flag=True, help="Print the URL without your access token (sign in otherwise).")
-def connect(name: str, project: str | None, open_: bool, no_token: bool) -> None:
+@click.option("--with-token", is_flag=True,
+              help="Print JupyterLab's URL carrying your own token (for a browser without a console session).")
+def connect(name: str, project: str | None, open_: bool, with_token: bool) -> None:
     """Print (or open) the URL of notebook instance NAME, through the server.
 
-    The URL carries your own mlengine token once (the server then sets a cookie for the tab and
-    removes the token from the address): no second password to copy.
+    The URL goes through the web console: signed in there (your token, or user and password),
+    the console opens JupyterLab through the server's proxy, starting the instance if it is
+    stopped. No second password. --with-token prints JupyterLab's own URL with your mlengine
+    token once in it (the proxy turns it into a cookie and drops it from the address).
     """
     c = client()
     notebook = c.request("GET", _path(project, name))
-    url = c.url + notebook["proxyUrl"]
-    if not no_token:
+    if with_token:
         from mlengine.client.connection import resolve_token
 
-        token = resolve_token(settings())
-        url += "?access_token=" + quote(token, safe="")
+        url = f"{c.url}{notebook['proxyUrl']}?access_token={quote(resolve_token(settings()), safe='')}"
+    else:
+        url = f"{c.url}/console/projects/{quote(project_of(project), safe='')}/notebooks/{quote(name, safe='')}/open"
     if open_:
         import webbrowser
 

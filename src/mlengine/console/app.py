@@ -90,4 +90,7 @@ def build(main_state: Any) -> FastAPI:
     app.include_router(signin.router)
     app.include_router(jobs_router)
     app.include_router(models_router)
+    from mlengine.console.notebooks_pages import router as notebooks_router
+
+    app.include_router(notebooks_router)
     return app

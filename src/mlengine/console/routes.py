@@ -45,6 +45,8 @@ PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", _MODEL + "/versions/{version}"): "ml.versions.get",
     ("GET", _MODEL + "/versions/{version}/traffic.json"): "ml.versions.get",
     ("GET", _P + "/operations"): "ml.operations.list",
+    # a notebook instance's JupyterLab through the proxy with the session's token (issue 14)
+    ("GET", _P + "/notebooks/{notebook}/open"): "mlengine.services.use",
 }
 
 
