@@ -6,6 +6,7 @@ compared (trafficStatus) and never returned, and a bad split is refused naming t
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,7 +101,7 @@ def test_canary_guard_set_by_the_cli_is_stored_and_rendered(server: ServerProces
     with server.client as client:
         answered = Counter(call(client)[1] for _ in range(100))
     assert set(answered) == {"v1", "v2"}
-    status = server.api("GET", f"{MODELS}/fares/trafficStatus").json()
+    status = json.loads(server.mle("models", "traffic-status", "fares", "--format", "json", check=True).stdout)
     assert status["policy"] == "canary" and status["canary"]["share"] == 20
     assert status["canary"]["windows"]["v2"]["errorRate"] == 0.0  # healthy: no rollback
     assert "rollback" not in server.api("GET", f"{MODELS}/fares").json()["canary"]
