@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -288,3 +289,36 @@ def test_policy_for_stored_fields() -> None:
     row.spec = {"trafficSplit": {"a": 80, "b": 20}, "canary": {"stable": "a", "canary": "b", "maxDisagreement": 0.1}}
     canary = policy_for(row)
     assert isinstance(canary, CanaryPolicy) and canary.mirror("b") == ("a",) and canary.mirror("a") == ()
+
+
+def test_canary_that_disagrees_with_the_stable_is_rolled_back(make: Callable[..., Parts], tmp_path: Path) -> None:
+    parts, backend = versioned(make, tmp_path, "v1", "v2")
+    backend.rules["v2"] = lambda instances: (200, {"predictions": [x + 1 for x in instances]})  # wrong answers
+
+    async def scenario() -> None:
+        await patch(parts, "trafficSplit,canary", trafficSplit={"v1": 50, "v2": 50},
+                    canary={"stable": "v1", "canary": "v2", "maxDisagreement": 0.1, "minRequests": 10})
+        for _ in range(120):
+            _, headers, answer = await predict(parts, {"instances": [1]})
+            if headers[b"x-mle-version"] == b"v2":
+                assert answer == {"predictions": [2]}  # the canary answers; the stable's copy is compared only
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.2)
+        model = await parts.call("get_model", "p", "m")
+        assert "disagreed with the stable version v1" in model["canary"]["rollback"]["reason"]
+        assert backend.calls["v1"] > 60  # served calls plus the copies of the canary's
+
+    run(parts, scenario)
+
+
+def test_latency_guard_compares_p99_with_the_stable() -> None:
+    policy = CanaryPolicy({"v1": 50, "v2": 50}, {"stable": "v1", "canary": "v2", "maxLatencyRatio": 2.0,
+                                                 "minRequests": 5, "windowSeconds": 60})
+    for _ in range(10):
+        policy.observe("v1", 200, 0.010, b"", b"")
+        policy.observe("v2", 200, 0.015, b"", b"")
+    assert policy.share == 50  # 1.5 times: within the guard
+    for _ in range(10):
+        policy.observe("v2", 200, 0.100, b"", b"")
+    policy.check(time.monotonic())
+    assert policy.share == 0 and policy.rollback_reason is not None and "maxLatencyRatio 2" in policy.rollback_reason

@@ -162,15 +162,19 @@ class CanaryPolicy(SplitPolicy):
             agreed = self.versus.record(shadow_answer, served_answer)
             if agreed is not None:
                 self.agreement.append((time.monotonic(), agreed))
+                self._maybe_check()
         super().record_mirror(served, shadow, served_answer, shadow_answer)
 
     def observe(self, version: str, status: int, seconds: float, body: bytes, answer: bytes) -> None:
         window = self.windows.get(version)
         if window is None or self.done:
             return
+        window.add(time.monotonic(), status >= 400 and status not in NOT_ERRORS, seconds)
+        self._maybe_check()
+
+    def _maybe_check(self) -> None:
         now = time.monotonic()
-        window.add(now, status >= 400 and status not in NOT_ERRORS, seconds)
-        if now - self.last_check >= CHECK_EVERY:
+        if not self.done and now - self.last_check >= CHECK_EVERY:
             self.last_check = now
             self.check(now)
 
