@@ -12,8 +12,9 @@ Predictions never go through Ray: Ray places, starts and stops.
 
 - Autoscaling and scale to zero are the version pool's (:mod:`mlengine.prediction.pool`), as on
   the local backend. A killed actor or a lost node ends its replica (the replica watches its
-  parent): the connection closes, pending requests get 503 with Retry-After and the pool
-  starts a replacement wherever Ray finds room.
+  parent) and fails the backend's pending ``watch`` call on the actor: the channel closes,
+  pending requests get 503 with Retry-After and the pool starts a replacement wherever Ray
+  finds room.
 - Actors belong to the control plane's Ray driver (not detached): they end with it, so
   :meth:`RayBackend.reconcile` has nothing to adopt.
 - The version's managed directory (``MLE_HOME/models/...``) must be readable at the same path
@@ -113,6 +114,7 @@ class RayReplica(LocalReplica):
         self.secret = secret
         self.challenge = bytearray()
         self.authenticated = False
+        self.watcher: asyncio.Task[None] | None = None
 
     def data_received(self, data: bytes) -> None:
         if not self.authenticated:
@@ -129,7 +131,10 @@ class RayReplica(LocalReplica):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self.loop.create_task(self._learn_exit())
+        if self.watcher is not None:
+            self.watcher.cancel()
+        if self.actor_process.description == "running":
+            self.loop.create_task(self._learn_exit())
 
     async def _learn_exit(self) -> None:
         """Ask the actor how the replica ended (the conformance of ``describe_exit``)."""
@@ -217,7 +222,24 @@ class RayBackend(ReplicaBackend):
             raise
         self._live.add(replica)
         replica.on_close = lambda _r: self._closed(name, replica)
+        replica.watcher = asyncio.get_running_loop().create_task(self._watch(actor, replica))
         return replica
+
+    async def _watch(self, actor: Any, replica: RayReplica) -> None:
+        """Close the channel when the actor dies or its replica ends, whatever TCP says (a lost
+        node's connection can stay open for minutes): pending requests get 503 and the pool
+        replaces the replica."""
+        try:
+            description = str(await _await(actor.watch.remote()))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            description = "its Ray actor is gone (killed, or its node left the cluster)"
+        if not replica.closed and not replica.stopping:
+            replica.actor_process.description = description
+            log.warning("a replica on %s ended: %s", replica.actor_process.where.get("host"), description)
+            if replica.transport is not None:
+                replica.transport.abort()
 
     def _closed(self, name: str, replica: RayReplica) -> None:
         import ray

@@ -88,6 +88,14 @@ class ServingAgent:
         """``{"host", "port", "pid", "nodeId", "hostname"}`` of the replica (empty before start)."""
         return dict(self._where)
 
+    def watch(self) -> str:
+        """Returns once the replica process ended (how it ended). The backend keeps one call
+        pending: it fails when the actor dies (killed, or its node lost), so the router learns
+        of either without waiting for TCP to notice."""
+        while self._proc is not None and self._proc.poll() is None:
+            time.sleep(0.5)
+        return self.describe()
+
     def describe(self) -> str:
         """How the replica ended (``exit code 1``, ``killed by SIGKILL``) or ``running``."""
         if self._proc is None:
