@@ -153,10 +153,13 @@ async def handle_predict(scope: Scope, receive: Any, send: Any, authorize: Autho
     metrics.prediction(project, model, version or "", status, elapsed)
     await _send(send, status, payload, [*extra, (VERSION_HEADER, version.encode())] if version else extra)
     if policy is not None and version is not None:
-        if policy.observes:
-            policy.observe(version, status, elapsed, body, payload)
         for name, copy in copies:
             copy.add_done_callback(partial(_compare, policy, version, name, (status, payload)))
+        if policy.observes:
+            try:
+                policy.observe(version, status, elapsed, body, payload)
+            except Exception:  # bookkeeping must never disturb serving
+                log.exception("the traffic policy of model %s failed to observe a call", model)
 
 
 def _compare(policy: TrafficPolicy, served: str, shadow: str, answer: tuple[int, bytes],
