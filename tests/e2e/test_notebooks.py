@@ -239,12 +239,22 @@ def test_idle_stops_only_without_busy_kernels_and_running_jobs(server: ServerPro
     assert not any(disk.exists() for disk in disks), "delete --delete-disk removes the directory"
 
 
-def test_restart_keeps_instances_and_files_and_delete_keeps_the_disk(server: ServerProcess) -> None:
-    server.mle("notebooks", "create", "keep", "--idle-timeout", "0", check=True)
+def test_restart_keeps_instances_and_files_and_delete_keeps_the_disk(server: ServerProcess,
+                                                                     tmp_path: Path) -> None:
+    remote = tmp_path / "keep.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    server.mle("notebooks", "create", "keep", "--idle-timeout", "0", "--git-remote", str(remote), check=True)
     disk = Path(wait_state(server, "keep", ("RUNNING",))["diskPath"])
     saved = server.api("PUT", proxy(server, "keep") + "api/contents/kept.txt",
                        json={"type": "file", "format": "text", "content": "kept across restarts"})
     assert saved.status_code in (200, 201), saved.text
+    deadline = time.monotonic() + 30  # committed, then pushed from inside the sandbox
+    pushed = ""
+    while "Save kept.txt" not in pushed and time.monotonic() < deadline:
+        time.sleep(0.5)
+        pushed = subprocess.run(["git", "-C", str(remote), "log", "--format=%s", "main"], capture_output=True,
+                                text=True).stdout
+    assert "Save kept.txt" in pushed, "every save is pushed to --git-remote"
     server.stop()
     server.start()
     wait_state(server, "keep", ("RUNNING",))
