@@ -53,7 +53,13 @@ def notebooks() -> None:
 @click.option("--git-remote", default=None, metavar="URL",
               help="Push every saved commit here (a git URL or an absolute path the server can write).")
 def create(name: str, project: str | None, idle_timeout: str | None, git_remote: str | None) -> None:
-    """Create notebook instance NAME and start it."""
+    """Create notebook instance NAME and start it.
+
+    \b
+    Examples:
+      mle notebooks create lab
+      mle notebooks create lab --idle-timeout 2h --git-remote /srv/git/lab.git
+    """
     body: dict[str, Any] = {"name": name}
     if idle_timeout is not None:
         body["idleTimeout"] = parse_duration(idle_timeout)
@@ -67,7 +73,13 @@ def create(name: str, project: str | None, idle_timeout: str | None, git_remote:
 @notebooks.command(name="list")
 @project_option
 def list_(project: str | None) -> None:
-    """List notebook instances."""
+    """List notebook instances.
+
+    \b
+    Examples:
+      mle notebooks list
+      mle notebooks list --format "value(name.basename(),state)"
+    """
     output.print_list(client().request("GET", _path(project)).get("notebooks", []), NOTEBOOKS_TABLE)
 
 
@@ -75,7 +87,13 @@ def list_(project: str | None) -> None:
 @click.argument("name")
 @project_option
 def describe(name: str, project: str | None) -> None:
-    """Describe notebook instance NAME."""
+    """Describe notebook instance NAME.
+
+    \b
+    Examples:
+      mle notebooks describe lab
+      mle notebooks describe lab --format "value(state)"
+    """
     output.print_resource(client().request("GET", _path(project, name)))
 
 
@@ -83,7 +101,12 @@ def describe(name: str, project: str | None) -> None:
 @click.argument("name")
 @project_option
 def start(name: str, project: str | None) -> None:
-    """Start notebook instance NAME (stopped by you, or for idleness)."""
+    """Start notebook instance NAME (stopped by you, or for idleness).
+
+    \b
+    Examples:
+      mle notebooks start lab
+    """
     output.print_resource(client().request("POST", _path(project, name) + ":start", json={}))
 
 
@@ -91,7 +114,12 @@ def start(name: str, project: str | None) -> None:
 @click.argument("name")
 @project_option
 def stop(name: str, project: str | None) -> None:
-    """Stop notebook instance NAME (its files stay; `start` brings it back)."""
+    """Stop notebook instance NAME (its files stay; `start` brings it back).
+
+    \b
+    Examples:
+      mle notebooks stop lab
+    """
     output.print_resource(client().request("POST", _path(project, name) + ":stop", json={}))
 
 
@@ -100,7 +128,13 @@ def stop(name: str, project: str | None) -> None:
 @project_option
 @click.option("--delete-disk", is_flag=True, help="Also delete the instance's files (and its git repository).")
 def delete(name: str, project: str | None, delete_disk: bool) -> None:
-    """Delete notebook instance NAME (its files stay unless --delete-disk)."""
+    """Delete notebook instance NAME (its files stay unless --delete-disk).
+
+    \b
+    Examples:
+      mle notebooks delete lab
+      mle notebooks delete lab --delete-disk --quiet
+    """
     confirm(f"This will delete notebook instance [{name}]{' and its files' if delete_disk else ''}...")
     client().request("DELETE", _path(project, name), params={"deleteDisk": "true" if delete_disk else None})
     output.status(f"Deleted notebook instance [{name}].")
@@ -119,6 +153,11 @@ def connect(name: str, project: str | None, open_: bool, with_token: bool) -> No
     the console opens JupyterLab through the server's proxy, starting the instance if it is
     stopped. No second password. --with-token prints JupyterLab's own URL with your mlengine
     token once in it (the proxy turns it into a cookie and drops it from the address).
+
+    \b
+    Examples:
+      mle notebooks connect lab
+      mle notebooks connect lab --open
     """
     c = client()
     notebook = c.request("GET", _path(project, name))
@@ -140,6 +179,12 @@ def connect(name: str, project: str | None, open_: bool, with_token: bool) -> No
 @project_option
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="Commits to show.")
 def history(name: str, project: str | None, limit: int) -> None:
-    """The git history of notebook instance NAME (a commit per save, outputs stripped)."""
+    """The git history of notebook instance NAME (a commit per save, outputs stripped).
+
+    \b
+    Examples:
+      mle notebooks history lab
+      mle notebooks history lab --format json
+    """
     commits = client().request("GET", _path(project, name) + "/history", params={"pageSize": limit})
     output.print_list(commits.get("commits", []), HISTORY_TABLE)
