@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -13,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.services.toy_kind import ToyKind
+from tests.services.toy_kind import KEY_FILE, ToyKind
 
 from mlengine.config import Settings, load_settings
 from mlengine.errors import Code, MLEngineError
 from mlengine.services import ServiceContext, ServiceRegistry
 from mlengine.services import states as st
+from mlengine.services._base import UPSTREAM_KEY_HEADER
 from mlengine.services.manager import ServiceManager
 from mlengine.services.processes import GATE_EXIT_CODE, group_alive, open_gate, probe, spawn_gated
 from mlengine.store.database import Database, open_database
@@ -82,6 +84,10 @@ def env() -> Iterator[Env]:
     e.close()
 
 
+def upstream_key(manager: ServiceManager, name: str) -> dict[str, str]:
+    return {UPSTREAM_KEY_HEADER: (manager.directory(P, name) / KEY_FILE).read_text()}
+
+
 def create(manager: ServiceManager, name: str, **spec: Any) -> ServiceRow:
     return manager.create(P, {"name": name, "kind": "toy", "spec": spec})
 
@@ -93,7 +99,11 @@ def test_start_becomes_healthy_with_a_durable_handle(env: Env) -> None:
     handle = row.handle
     assert {"pid", "pgid", "startTicks", "port", "logFile", "launchedAt", "healthPath"} <= set(handle)
     assert handle["healthPath"] == f"/v1/projects/{P}/services/web/proxy/healthz"
-    assert probe(handle["port"], handle["healthPath"], 2) == 200
+    key = upstream_key(manager, "web")
+    assert probe(handle["port"], handle["healthPath"], 2, key) == 200
+    # Only the manager and the proxy know the key: any other local client is refused.
+    assert probe(handle["port"], handle["healthPath"], 2) == 403
+    assert "upstream" not in json.dumps(handle) and key[UPSTREAM_KEY_HEADER] not in json.dumps(handle)
     assert handle["wasHealthy"] is True and row.restarts == 0 and row.error == ""
     log = Path(handle["logFile"]).read_text()
     assert "mlengine: starting the toy service" in log and "toy service starting" in log
@@ -177,12 +187,13 @@ def test_reconcile_readopts_a_live_process(env: Env) -> None:
     create(first, "keep")
     handle = env.wait_state("keep", st.RUNNING).handle
     first.stop()  # like a server going away: the service keeps running
-    assert probe(handle["port"], handle["healthPath"], 2) == 200
+    assert probe(handle["port"], handle["healthPath"], 2, upstream_key(first, "keep")) == 200
     second = env.manager()
     row = env.row("keep")
     assert row.state == st.RUNNING and row.handle["pid"] == handle["pid"] and row.restarts == 0
     inst = second.lookup(P, "keep")
     assert inst is not None and inst.child is None and inst.port == handle["port"]
+    assert inst.upstream == upstream_key(second, "keep"), "a re-adopted process gets its key back"
     time.sleep(1.0)  # health checks of the adopted process pass
     assert env.row("keep").state == st.RUNNING
     second.stop_service(P, "keep")  # an adopted process is stopped like an own one

@@ -1,6 +1,7 @@
 """A toy service kind for tests: a tiny uvicorn app that serves ``<prefix>healthz``, echoes
 HTTP requests as JSON (method, path, query, headers, body size and digest, its pid) and echoes
-websocket messages. Loaded by the e2e server through ``MLE_SERVICE_KINDS=tests.services.toy_kind:ToyKind``.
+websocket messages, only to requests with its upstream key (403 otherwise). Loaded by the e2e
+server through ``MLE_SERVICE_KINDS=tests.services.toy_kind:ToyKind``.
 
 Spec (all optional): ``idleTimeoutSeconds`` (0 or absent: never idle), ``crashAfterSeconds``
 (the process exits with code 3 that long after it starts), ``exitAtStart`` (exit code, before
@@ -15,11 +16,16 @@ from typing import Any
 
 from mlengine.errors import invalid
 from mlengine.services import ServiceCommand, ServiceInstance, ServiceKind, ServicePolicy
+from mlengine.services._base import UPSTREAM_KEY_HEADER, new_secret, read_secret
+
+#: The upstream key (fresh at every start): the toy answers only requests carrying it.
+KEY_FILE = "upstream_key"
 
 SERVER = r'''
 import hashlib, json, os, sys, threading
 port, prefix, crash, exit_code, unhealthy = (int(sys.argv[1]), sys.argv[2], float(sys.argv[3]),
                                              int(sys.argv[4]), sys.argv[5] == "1")
+key = open(sys.argv[6]).read().strip().encode()
 print(f"toy service starting on {port} under {prefix}", flush=True)
 if exit_code:
     print("toy service: failing at start on purpose", file=sys.stderr, flush=True)
@@ -32,6 +38,14 @@ if crash > 0:
 import uvicorn
 
 async def app(scope, receive, send):
+    if scope["type"] in ("http", "websocket") and (b"x-mlengine-upstream-key", key) not in scope["headers"]:
+        if scope["type"] == "websocket":  # only the proxy, which sends the key, gets in
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "http.response.start", "status": 403, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"only the proxy"})
+        return
     if scope["type"] == "websocket":
         await receive()
         chosen = (scope.get("subprotocols") or [None])[0]
@@ -111,14 +125,18 @@ class ToyKind(ServiceKind):
 
     def command(self, instance: ServiceInstance) -> ServiceCommand:
         spec = instance.spec
+        new_secret(instance.directory / KEY_FILE)
         return ServiceCommand(argv=[
             sys.executable, "-c", SERVER, str(instance.port), instance.url_prefix,
             str(spec.get("crashAfterSeconds", 0)), str(spec.get("exitAtStart", 0)),
-            "1" if spec.get("unhealthy") else "0",
+            "1" if spec.get("unhealthy") else "0", str(instance.directory / KEY_FILE),
         ], env={"PYTHONUNBUFFERED": "1"})
 
     def health_path(self, instance: ServiceInstance) -> str:
         return instance.url_prefix + "healthz"
+
+    def upstream_headers(self, instance: ServiceInstance) -> dict[str, str]:
+        return {UPSTREAM_KEY_HEADER: read_secret(instance.directory / KEY_FILE)}
 
     def policy(self, spec: Mapping[str, Any]) -> ServicePolicy:
         return ServicePolicy(

@@ -13,7 +13,6 @@ written into the service's directory for the kind to hand to kernels, and delete
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -47,8 +46,7 @@ def _manager(request: Request) -> Any:
 
 
 def token_name(project: str, name: str) -> str:
-    digest = hashlib.sha256(f"{project}/{name}".encode()).hexdigest()[:12]
-    return f"notebook-{name[:40]}-{digest}"
+    return kind.owner_token_name(project, name)  # the kind revokes it when the service is deleted
 
 
 def idle_seconds(value: Any) -> float:

@@ -111,7 +111,7 @@ def build_components(settings: Settings) -> dict[str, Any]:
              "service_accounts": ServiceAccountRepository(db), "credentials": credentials}
     parts.update(build_serving(settings, db, parts["operations"], policies))
     parts["monitoring"] = build_monitoring(settings, db, parts["serving"])
-    parts.update(build_services(settings, db))
+    parts.update(build_services(settings, db, token_repo))
     parts["vizier"] = build_vizier(settings, db)
     return parts
 
@@ -153,13 +153,13 @@ def build_monitoring(settings: Settings, db: Any, serving: Any) -> Any:
     return monitoring
 
 
-def build_services(settings: Settings, db: Any) -> dict[str, Any]:
+def build_services(settings: Settings, db: Any, token_repo: Any = None) -> dict[str, Any]:
     """Services: the built-in kinds (notebook, tensorboard), then ``MLE_SERVICE_KINDS``, and their manager."""
     from mlengine.services import ServiceContext, ServiceRegistry, load_service_kind
     from mlengine.services.manager import ServiceManager
     from mlengine.store.services import ServiceRepository
 
-    context = ServiceContext(settings, db)
+    context = ServiceContext(settings, db, token_repo)
     from mlengine.services.kinds.notebook import NotebookKind
     from mlengine.services.kinds.tensorboard import TensorBoardKind
 

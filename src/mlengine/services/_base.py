@@ -34,21 +34,40 @@ Running (manager thread), once per process launch:
   3. :meth:`ServiceKind.policy` -- the timings and limits the manager applies to the service
      (:class:`ServicePolicy`: start timeout, health-check cadence, restart limit and backoff,
      idle timeout, stop grace). A pure function of the spec; the mechanism is the manager's.
-  4. :meth:`ServiceKind.last_activity` -- called only when the idle timeout has passed without
+  4. :meth:`ServiceKind.upstream_headers` -- the credential that makes the process reachable
+     **only by the proxy**: headers the proxy adds to every request and websocket handshake it
+     forwards (client-sent headers of the same names are removed first) and the manager adds
+     to its health checks. Anything else on this machine (a trainer, a model replica, another
+     notebook's kernel) can connect to ``127.0.0.1:port`` too, so the process must refuse a
+     request without them (its health path included: the conformance suite checks it). Make a
+     fresh secret in :meth:`~ServiceKind.command` with :func:`new_secret` (a 0600 file in the
+     instance's directory, which every sandboxed process has hidden) and read it back here with
+     :func:`read_secret`: it is asked at every launch and when a restarted server re-adopts the
+     process. Not a Unix socket: Landlock scopes connecting to one only from ABI 9.
+  5. :meth:`ServiceKind.last_activity` -- called only when the idle timeout has passed without
      a proxied request: use the kind itself sees (a busy notebook kernel, a running job), as
      epoch seconds, or ``None``. It may ask the process on ``instance.port`` (keep it under a
-     couple of seconds); a later time than the proxy's keeps the service running.
+     couple of seconds, with :meth:`~ServiceKind.upstream_headers`); a later time than the
+     proxy's keeps the service running.
 
-The proxy adds ``X-Forwarded-For``, ``X-Forwarded-Proto``, ``X-Forwarded-Host`` and
-``X-Forwarded-Prefix`` and passes ``Host`` through, so a kind's server can build absolute URLs
-and check websocket origins. Requests reach it only once mlengine authenticated them; the
+Deletion (manager thread), once, when the process is gone and before the directory is removed:
+  :meth:`ServiceKind.deleted` -- release what the kind made outside the directory for the
+  service (the notebook kind revokes its owner's token), whatever route deleted it. It may use
+  the store; if it raises, the deletion is retried on the next pass.
+
+The proxy adds the kind's upstream headers, ``X-Forwarded-For``, ``X-Forwarded-Proto``,
+``X-Forwarded-Host`` and ``X-Forwarded-Prefix`` and passes ``Host`` through, so a kind's server
+can build absolute URLs and check websocket origins. Requests reach it only once mlengine authenticated them; the
 mlengine token (header or cookie) is removed before they are forwarded.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
+import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +76,31 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from mlengine.config import Settings
     from mlengine.store.database import Database
+    from mlengine.store.tokens import TokenRepository
+
+
+#: A header name for a kind whose server has no credential scheme of its own.
+UPSTREAM_KEY_HEADER = "X-Mlengine-Upstream-Key"
+
+
+def new_secret(path: Path) -> str:
+    """A fresh random secret, written to ``path`` (mode 0600, replacing an older one)."""
+    secret = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+    return secret
+
+
+def read_secret(path: Path) -> str:
+    """The secret :func:`new_secret` wrote, or ``""`` if there is none."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def proxy_prefix(project: str, name: str) -> str:
@@ -66,11 +110,14 @@ def proxy_prefix(project: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class ServiceContext:
-    """What a kind may use: the server's settings and its metadata store (e.g. to find the
-    job whose output a TensorBoard shows). ``db`` is ``None`` in tests that need no store."""
+    """What a kind may use: the server's settings, its metadata store (e.g. to find the job
+    whose output a TensorBoard shows) and tokens. ``db`` is ``None`` in tests that need no store."""
 
     settings: Settings
     db: Database | None = None
+    #: The server's token repository (a kind that revokes a token must use this one, so the
+    #: API's token cache sees the change at once); ``None`` in tests without one.
+    tokens: TokenRepository | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +223,15 @@ class ServiceKind(abc.ABC):
     def policy(self, spec: Mapping[str, Any]) -> ServicePolicy:
         """Timings and limits for a service with this (validated) spec."""
         return ServicePolicy()
+
+    def upstream_headers(self, instance: ServiceInstance) -> dict[str, str]:
+        """Headers the proxy and the health checks send to the process: the secret that keeps
+        everyone else out (see the contract). Default: none, i.e. an unprotected process."""
+        return {}
+
+    def deleted(self, project: str, name: str, directory: Path) -> None:
+        """The service was deleted (its process is gone, ``directory`` not yet removed)."""
+        return None
 
     def last_activity(self, instance: ServiceInstance) -> float | None:
         """Epoch seconds of the last use only the kind can see (now: busy); default none."""

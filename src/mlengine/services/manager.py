@@ -78,6 +78,11 @@ def _set_activity(row: ServiceRow, when: dt.datetime) -> None:
     row.last_activity_time = when
 
 
+def _set_state(row: ServiceRow, state: str) -> None:
+    st.check_transition(row.state, state)
+    row.state = state
+
+
 def _ended(code: int | None) -> str:
     if code is None:
         return "exited"
@@ -104,6 +109,8 @@ class Instance:
     probe_failures: int = 0
     next_probe: float = 0.0
     deleted: bool = False
+    #: The kind's upstream headers for the current process (memory only: never in the store).
+    upstream: dict[str, str] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
@@ -294,7 +301,7 @@ class ServiceManager:
         if check is None:
             return
         generation, port, path, timeout = check
-        status = processes.probe(port, path, timeout)
+        status = processes.probe(port, path, timeout, inst.upstream)
         with inst.lock:
             if inst.generation == generation and not inst.deleted:
                 self._guarded(inst, lambda: self._judge(inst, status))
@@ -434,6 +441,7 @@ class ServiceManager:
                                        directory=directory)
             command = kind.command(instance)
             health = kind.health_path(instance)
+            upstream = dict(kind.upstream_headers(instance))
             with open(log_file, "ab") as f:
                 stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
                 f.write(f"--- {stamp} mlengine: starting the {kind.name} service on port {port}\n".encode())
@@ -457,6 +465,7 @@ class ServiceManager:
             reservation.release()
             raise
         reservation.release()
+        inst.upstream = upstream
         processes.open_gate(child)
         inst.child = child
         inst.generation += 1
@@ -544,6 +553,15 @@ class ServiceManager:
         inst.child = None
         inst.generation += 1
         if target == st.DELETING:
+            kind = self.kinds.get(inst.row.kind)
+            if kind is not None:  # e.g. the notebook kind revokes its owner's token, whatever the route
+                try:
+                    kind.deleted(inst.row.project, inst.row.name, self.directory(inst.row.project, inst.row.name))
+                except Exception:
+                    log.exception("service %s: its kind's clean-up failed; retrying", self._label(inst))
+                    if inst.state != st.DELETING:
+                        self._write(inst, functools.partial(_set_state, state=st.DELETING))
+                    return
             self.repo.delete(inst.row.id)
             inst.deleted = True
             with self._table_lock:
@@ -580,6 +598,9 @@ class ServiceManager:
             processes.kill_group(handle, None)
             return
         if processes.is_alive(handle, None):
+            kind = self.kinds.get(row.kind)
+            if kind is not None:
+                inst.upstream = dict(kind.upstream_headers(self._instance(inst)))
             now = time.monotonic()
             inst.last_activity = now
             inst.next_probe = now

@@ -105,11 +105,12 @@ def kill_group(handle: Mapping[str, Any], child: subprocess.Popen[bytes] | None)
             child.wait(timeout=2)
 
 
-def probe(port: int, path: str, timeout: float) -> int | None:
-    """GET ``path`` on 127.0.0.1:``port``; the status code, or None if nothing answered."""
+def probe(port: int, path: str, timeout: float, headers: Mapping[str, str] | None = None) -> int | None:
+    """GET ``path`` on 127.0.0.1:``port`` (with the kind's upstream ``headers``); the status
+    code, or None if nothing answered."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", path, headers={"User-Agent": "mlengine-health-check"})
+        conn.request("GET", path, headers={"User-Agent": "mlengine-health-check", **(headers or {})})
         response = conn.getresponse()
         response.read(65536)
         return int(response.status)

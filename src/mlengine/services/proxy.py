@@ -20,7 +20,10 @@ Contract
   request and response bodies are streamed both ways; the status and headers pass through
   except hop-by-hop ones; ``Host`` is kept, ``X-Forwarded-For/-Proto/-Host/-Prefix`` are set.
   mlengine's credential (the bearer header or the cookie) is removed; the service's own
-  cookies and ``Authorization`` schemes pass. A ``Location`` pointing at the service's own
+  cookies and ``Authorization`` schemes pass, except headers the kind names in
+  :meth:`~mlengine.services.ServiceKind.upstream_headers`: those are the proxy's own (the
+  secret that lets only the proxy reach the process), set on every request and websocket
+  handshake, and a client's headers of those names are dropped. A ``Location`` pointing at the service's own
   address is made relative; ``Set-Cookie`` of ``mle_token`` from a service is dropped.
 - Websockets: authenticated and readied the same way (a refusal is an HTTP response when the
   server supports the ASGI denial extension, else a close before accept); the client's
@@ -38,7 +41,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -222,7 +225,7 @@ async def _handle_http(endpoint: ProxyEndpoint, scope: Scope, receive: Any, send
     inst, port = ready
     inst.begin_request()
     try:
-        await _forward(scope, receive, send, port, credential[1], prefix)
+        await _forward(scope, receive, send, port, credential[1], prefix, inst.upstream)
     finally:
         inst.end_request()
 
@@ -243,13 +246,19 @@ async def _set_cookie_and_redirect(scope: Scope, send: Any, token: str, prefix: 
     await send({"type": "http.response.body", "body": b""})
 
 
-def _request_headers(scope: Scope, source: str, prefix: str) -> tuple[Headers, bytes | None]:
-    """Headers to send to the service, and the original ``Host``."""
+def _request_headers(scope: Scope, source: str, prefix: str,
+                     upstream: Mapping[str, str] | None = None) -> tuple[Headers, bytes | None]:
+    """Headers to send to the service (with the kind's ``upstream`` headers, never the
+    client's of those names), and the original ``Host``."""
     listed = {t.strip().lower().encode() for t in (_header(scope, b"connection") or b"").decode("latin-1").split(",")}
+    own = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (upstream or {}).items()]
+    replaced = {k for k, _ in own}
     out: Headers = []
     host = None
     forwarded_for = b""
     for key, value in scope["headers"]:
+        if key in replaced:
+            continue
         if key in HOP_BY_HOP or key in listed or key in _SET_BY_US:
             if key == b"x-forwarded-for":
                 forwarded_for = value + b", "
@@ -270,7 +279,7 @@ def _request_headers(scope: Scope, source: str, prefix: str) -> tuple[Headers, b
             (b"x-forwarded-proto", proto), (b"x-forwarded-prefix", prefix.rstrip("/").encode())]
     if host is not None:
         out.append((b"x-forwarded-host", host))
-    return out, host
+    return out + own, host
 
 
 def _response_headers(raw: Headers, port: int) -> Headers:
@@ -317,10 +326,11 @@ async def close_clients() -> None:
     _clients.clear()
 
 
-async def _forward(scope: Scope, receive: Any, send: Any, port: int, source: str, prefix: str) -> None:
+async def _forward(scope: Scope, receive: Any, send: Any, port: int, source: str, prefix: str,
+                   upstream: Mapping[str, str]) -> None:
     import httpx
 
-    headers, _host = _request_headers(scope, source, prefix)
+    headers, _host = _request_headers(scope, source, prefix, upstream)
     if not any(k == b"accept-encoding" for k, _ in headers):
         headers.append((b"accept-encoding", b"identity"))  # never let the client add one
     streamed = any(k == b"transfer-encoding" for k, _ in scope["headers"])
@@ -422,7 +432,7 @@ async def _handle_websocket(endpoint: ProxyEndpoint, scope: Scope, receive: Any,
         await _deny(scope, send, ready)
         return
     inst, port = ready
-    headers, host = _request_headers(scope, credential[1], prefix)
+    headers, host = _request_headers(scope, credential[1], prefix, inst.upstream)
     extra = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if not k.startswith(_WEBSOCKET_OWN)]
     origin = _header(scope, b"origin")
     agent = _header(scope, b"user-agent")

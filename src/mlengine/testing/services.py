@@ -15,7 +15,8 @@ with ``INVALID_ARGUMENT`` naming ``field`` (e.g. ``"spec.logdir"``)::
 The suite checks validation, the command for an instance, and the whole lifecycle on a real
 manager and the real app (Starlette's ``TestClient``, a temporary SQLite store): the service
 starts, becomes healthy, answers its health path through the authenticated proxy (and 401
-without a token), stops (its process group gone), starts again and is deleted.
+without a token) and only through it (directly, without the kind's upstream headers, it is
+not healthy: every local process can reach its port), stops (its process group gone), starts again and is deleted.
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ def service_harness(kind_class: type[ServiceKind],
     home = Path(tempfile.mkdtemp(prefix="mle-svc-"))
     resolved = load_settings(home=home, database_url=f"sqlite:///{home / 'mlengine.db'}", **(settings or {}))
     db = open_database(resolved.resolved_database_url)
-    context = ServiceContext(resolved, db)
-    kind = kind_class(context)
     tokens = TokenRepository(db)
+    context = ServiceContext(resolved, db, tokens)
+    kind = kind_class(context)
     admin, token = tokens.create("admin")
     policies = PolicyStore(db)
     policies.add_member(SERVER, "roles/ml.admin", admin.principal)
@@ -194,6 +195,12 @@ class ServiceKindConformance:
             assert h.kind.healthy(through.status_code), (through.status_code, through.text[:500])
             anonymous = h.client.get(path)
             assert anonymous.status_code == 401
+            _assert_only_the_proxy_gets_in(h.kind, instance, path)
+            forged = {name: "forged" for name in h.kind.upstream_headers(instance)}
+            # A client's own headers of those names are replaced by the proxy's (signed in by
+            # cookie, as a browser is: the kind's header may be ``Authorization``).
+            replaced = h.client.get(path, headers={**forged, "Cookie": f"mle_token={h.token}"})
+            assert h.kind.healthy(replaced.status_code), (replaced.status_code, replaced.text[:500])
 
             stopped = h.api("POST", f"/v1/projects/{PROJECT}/services/svc:stop")
             assert stopped.status_code == 200 and stopped.json()["state"] == st.STOPPED, stopped.text
@@ -209,6 +216,20 @@ class ServiceKindConformance:
             assert h.api("DELETE", f"/v1/projects/{PROJECT}/services/svc").status_code == 200
             assert h.api("GET", f"/v1/projects/{PROJECT}/services/svc").status_code == 404
             _assert_group_gone(pgid)
+
+
+def _assert_only_the_proxy_gets_in(kind: ServiceKind, instance: ServiceInstance, path: str) -> None:
+    """Any local process can connect to 127.0.0.1:port: without the kind's upstream headers
+    (or with wrong ones) the health path must not answer healthy; with them it must."""
+    from mlengine.services.processes import probe
+
+    headers = kind.upstream_headers(instance)
+    assert headers, "upstream_headers must name the secret that keeps other local processes out"
+    direct = probe(instance.port, path, 5.0)
+    assert direct is None or not kind.healthy(direct), f"GET {path} without the upstream headers answered {direct}"
+    wrong = probe(instance.port, path, 5.0, {name: "wrong" for name in headers})
+    assert wrong is None or not kind.healthy(wrong), f"GET {path} with wrong upstream headers answered {wrong}"
+    assert kind.healthy(probe(instance.port, path, 5.0, headers) or 0), "the upstream headers must let the proxy in"
 
 
 def _assert_group_gone(pgid: int, timeout: float = 5.0) -> None:

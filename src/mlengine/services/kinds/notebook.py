@@ -12,8 +12,12 @@
 - Kernels: a ``python3`` kernel spec in the service directory gives them ``MLE_API_URL``,
   ``MLE_PROJECT``, ``MLE_NOTEBOOK`` and ``MLE_TOKEN``: the token the notebooks API minted for
   the instance's owner (:data:`TOKEN_FILE`, written before the service is created).
-- Jupyter's own authentication is off: only the server's authenticated proxy reaches it (it
-  listens on 127.0.0.1; a local user of this machine could reach the port directly).
+- Only the proxy reaches it: Jupyter's own token is on, fresh at every start
+  (:data:`JUPYTER_TOKEN_FILE`, 0600 in the service directory, which every other sandboxed
+  process has hidden), and the proxy sends it (:meth:`NotebookKind.upstream_headers`). Another
+  process on this machine that connects to its port (a trainer, another notebook's kernel) can
+  neither list nor start kernels. Deleting the service by any route revokes the owner's token
+  (:meth:`NotebookKind.deleted`).
 - Idle: :meth:`NotebookKind.last_activity` sees busy kernels, kernel and terminal
   ``last_activity`` (Jupyter Server's ``/api/kernels`` and ``/api/terminals``) and jobs
   labelled ``mlengine-notebook: <name>`` (what ``%mle jobs submit`` adds): active ones, and
@@ -23,6 +27,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import sys
@@ -33,16 +38,31 @@ from typing import Any
 
 from mlengine.config import Settings
 from mlengine.errors import invalid
-from mlengine.services._base import ServiceCommand, ServiceInstance, ServiceKind, ServicePolicy
+from mlengine.services._base import (
+    ServiceCommand,
+    ServiceInstance,
+    ServiceKind,
+    ServicePolicy,
+    new_secret,
+    read_secret,
+)
 
 #: The owner's token, written by the notebooks API into the service directory (mode 0600).
 TOKEN_FILE = "owner_token"
+#: Jupyter's own token, fresh at every start; only the proxy (and the kind) send it.
+JUPYTER_TOKEN_FILE = "jupyter_token"
 #: The server URL kernels reach it at, written next to it (the server's address may change).
 URL_FILE = "api_url"
 #: Label of jobs a notebook submitted (``%mle jobs submit`` adds it).
 JOB_LABEL = "mlengine-notebook"
 DEFAULT_IDLE_SECONDS = 3 * 3600.0
 _FIELDS = ("idleTimeoutSeconds", "gitRemote", "owner")
+
+
+def owner_token_name(project: str, name: str) -> str:
+    """The name of the owner's token the notebooks API mints for an instance."""
+    digest = hashlib.sha256(f"{project}/{name}".encode()).hexdigest()[:12]
+    return f"notebook-{name[:40]}-{digest}"
 
 
 def disk_dir(settings: Settings, project: str, name: str) -> Path:
@@ -91,7 +111,22 @@ class NotebookKind(ServiceKind):
                              idle_timeout_seconds=idle or None, stop_grace_seconds=10.0)
 
     def health_path(self, instance: ServiceInstance) -> str:
-        return instance.url_prefix + "api"
+        # Needs Jupyter's token (``api`` alone does not), and does not count as activity.
+        return instance.url_prefix + "api/status"
+
+    def upstream_headers(self, instance: ServiceInstance) -> dict[str, str]:
+        token = read_secret(instance.directory / JUPYTER_TOKEN_FILE)
+        return {"Authorization": f"token {token}"} if token else {}
+
+    def deleted(self, project: str, name: str, directory: Path) -> None:
+        """Revoke the owner's token the kernels had (whatever route deleted the instance)."""
+        tokens = self.context.tokens
+        if tokens is None and self.context.db is not None:
+            from mlengine.store.tokens import TokenRepository
+
+            tokens = TokenRepository(self.context.db)
+        if tokens is not None:
+            tokens.discard(owner_token_name(project, name))
 
     # The process -------------------------------------------------------------------------
     def command(self, instance: ServiceInstance) -> ServiceCommand:
@@ -103,8 +138,9 @@ class NotebookKind(ServiceKind):
         for d in (home, tmp, jupyter / "runtime", jupyter / "config", jupyter / "data"):
             d.mkdir(parents=True, exist_ok=True)
         self._write_kernel_spec(instance, jupyter / "share" / "kernels" / "python3")
+        new_secret(root / JUPYTER_TOKEN_FILE)
         config = root / "jupyter_server_config.py"
-        config.write_text(_server_config(instance, disk))
+        config.write_text(_server_config(instance, disk, root / JUPYTER_TOKEN_FILE))
         env = {k: v for k, v in os.environ.items() if _inherited(settings, k)}
         env.update({
             "HOME": str(home), "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1",
@@ -149,7 +185,7 @@ class NotebookKind(ServiceKind):
         seen: list[float] = [jobs] if jobs is not None else []
         base = f"http://{instance.host}:{instance.port}{instance.url_prefix}"
         for what in ("api/kernels", "api/terminals"):
-            items = _get_json(base + what)
+            items = _get_json(base + what, self.upstream_headers(instance))
             if items is None:
                 continue
             for item in items:
@@ -250,11 +286,11 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _get_json(url: str) -> list[dict[str, Any]] | None:
+def _get_json(url: str, headers: Mapping[str, str]) -> list[dict[str, Any]] | None:
     import httpx
 
     try:
-        response = httpx.get(url, timeout=2.0)
+        response = httpx.get(url, headers=dict(headers), timeout=2.0, trust_env=False)
         data = response.json() if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
@@ -270,16 +306,18 @@ def _epoch(value: Any) -> float | None:
         return None
 
 
-def _server_config(instance: ServiceInstance, disk: Path) -> str:
-    """The ``jupyter_server_config.py`` of an instance: no Jupyter token (the proxy
-    authenticates), the git repository set up, every save committed."""
+def _server_config(instance: ServiceInstance, disk: Path, token_file: Path) -> str:
+    """The ``jupyter_server_config.py`` of an instance: Jupyter's token read from
+    ``token_file`` (the proxy sends it; the config itself holds no secret), the git
+    repository set up, every save committed."""
     remote = str(instance.spec.get("gitRemote") or "")
     return "\n".join([
         "# Written by mlengine (services/kinds/notebook.py) at every start; edits are lost.",
         "c = get_config()  # noqa: F821",
-        "c.IdentityProvider.token = ''",
+        f"c.IdentityProvider.token = open({str(token_file)!r}).read().strip()",
         "c.ServerApp.password = ''",
-        "# Cross-site requests never get through the proxy: its cookie is SameSite=Strict.",
+        "# Every request comes from the proxy with the token (which Jupyter exempts from its XSRF",
+        "# check anyway); cross-site ones never get through: the proxy's cookie is SameSite=Strict.",
         "c.ServerApp.disable_check_xsrf = True",
         "c.ServerApp.allow_remote_access = True  # Host is the mlengine server's (the proxy keeps it)",
         "c.ServerApp.open_browser = False",

@@ -12,6 +12,11 @@ again; ``0`` never).
   TensorBoard started with its job sees what the job writes later).
 - It runs without TensorFlow (TensorBoard's own stub, forced by a ``tensorboard.compat.notf``
   module): it starts in seconds, and reading event files needs nothing else.
+- Only the proxy reaches it: TensorBoard has no authentication of its own, so
+  :mod:`.tensorboard_main` answers 403 to a request without the service's upstream key (fresh
+  at every start, 0600 in the service's directory), which the proxy sends
+  (:meth:`TensorBoardKind.upstream_headers`). Another local process connecting to the port
+  reads no job's logs.
 - A logdir that is not local (``gs://``, ``s3://``, ``memory://``...) is copied into a cache in
   the service's directory every ``SYNC_SECONDS`` by :mod:`.tensorboard_sync`, which runs
   *outside* the sandbox (it is mlengine's code, and it needs the server user's cloud
@@ -31,15 +36,25 @@ from pathlib import Path
 from typing import Any
 
 from mlengine.errors import Code, MLEngineError, failed_precondition, invalid
-from mlengine.services._base import ServiceCommand, ServiceInstance, ServiceKind, ServicePolicy
+from mlengine.services._base import (
+    UPSTREAM_KEY_HEADER,
+    ServiceCommand,
+    ServiceInstance,
+    ServiceKind,
+    ServicePolicy,
+    new_secret,
+    read_secret,
+)
 
 KIND = "tensorboard"
 DEFAULT_IDLE_SECONDS = 1800.0
 SYNC_SECONDS = 10.0
 RELOAD_SECONDS = 3
-#: Runs TensorBoard's main with its TensorFlow stub (no TensorFlow import: fast, small).
-LAUNCHER = ("import sys, types; sys.modules['tensorboard.compat.notf'] = types.ModuleType('notf'); "
-            "sys.argv[0] = 'tensorboard'; from tensorboard.main import run_main; run_main()")
+#: Runs TensorBoard's main with its TensorFlow stub, answering only requests with the key.
+LAUNCHER = "mlengine.services.kinds.tensorboard_main"
+#: The upstream key, fresh at every start, in the service's private ``home`` (TensorBoard's
+#: sandbox reads it there; every other sandboxed process has the service directory hidden).
+KEY_FILE = "home/upstream_key"
 _FIELDS = ("logdir", "job", "idleTimeoutSeconds")
 
 
@@ -87,8 +102,9 @@ class TensorBoardKind(ServiceKind):
             raise MLEngineError(Code.FAILED_PRECONDITION, f"Cannot create the logdir {reads}: {exc}") from None
         env = {k: v for k, v in os.environ.items() if _inherited(settings, k)}
         env.update({"HOME": str(home), "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"})
+        new_secret(root / KEY_FILE)
         tensorboard = [
-            sys.executable, "-c", LAUNCHER, "--logdir", reads, "--host", instance.host,
+            sys.executable, "-m", LAUNCHER, str(root / KEY_FILE), "--logdir", reads, "--host", instance.host,
             "--port", str(instance.port), "--path_prefix", instance.url_prefix.rstrip("/"),
             "--reload_interval", str(RELOAD_SECONDS), "--load_fast", "false", "--window_title",
             str(instance.spec.get("job") or logdir),
@@ -104,6 +120,10 @@ class TensorBoardKind(ServiceKind):
 
     def health_path(self, instance: ServiceInstance) -> str:
         return instance.url_prefix + "data/environment"
+
+    def upstream_headers(self, instance: ServiceInstance) -> dict[str, str]:
+        key = read_secret(instance.directory / KEY_FILE)
+        return {UPSTREAM_KEY_HEADER: key} if key else {}
 
     def policy(self, spec: Mapping[str, Any]) -> ServicePolicy:
         idle = float(spec.get("idleTimeoutSeconds", DEFAULT_IDLE_SECONDS))
