@@ -36,8 +36,8 @@ class Env:
         self.db: Database = open_database(self.settings.resolved_database_url)
         self.managers: list[ServiceManager] = []
 
-    def manager(self) -> ServiceManager:
-        registry = ServiceRegistry([ToyKind(ServiceContext(self.settings, self.db))])
+    def manager(self, kind: type[ToyKind] = ToyKind) -> ServiceManager:
+        registry = ServiceRegistry([kind(ServiceContext(self.settings, self.db))])
         manager = ServiceManager(self.settings, ServiceRepository(self.db), registry)
         manager.start()
         self.managers.append(manager)
@@ -263,3 +263,28 @@ def test_services_get_no_mle_variables(env: Env, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MLE_TOKEN", "secret")
     environment = service_environment({"EXTRA": "1"})
     assert "MLE_TOKEN" not in environment and environment["EXTRA"] == "1"
+
+
+class CleaningToy(ToyKind):
+    """Records its clean-up on deletion, failing the first time."""
+
+    calls: list[tuple[str, str, bool]] = []
+
+    def deleted(self, project: str, name: str, directory: Path) -> None:
+        CleaningToy.calls.append((project, name, directory.is_dir()))
+        if len(CleaningToy.calls) == 1:
+            raise RuntimeError("the store is away")
+
+
+def test_the_kind_cleans_up_on_deletion_and_a_failure_is_retried(env: Env) -> None:
+    CleaningToy.calls = []
+    manager = env.manager(CleaningToy)
+    create(manager, "gone")
+    env.wait_state("gone", st.RUNNING)
+    manager.stop_service(P, "gone")  # no process left: the clean-up runs on the API thread first
+    manager.delete(P, "gone")
+    deadline = time.monotonic() + 10
+    while manager.lookup(P, "gone") is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert manager.lookup(P, "gone") is None and not manager.directory(P, "gone").exists()
+    assert CleaningToy.calls == [(P, "gone", True), (P, "gone", True)], "failed once, retried, then deleted"

@@ -8,10 +8,12 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
-from tests.services.toy_kind import ToyKind
+from tests.services.toy_kind import KEY_FILE, ToyKind
 
 from mlengine.services import states as st
+from mlengine.services._base import UPSTREAM_KEY_HEADER
 from mlengine.store.tokens import TokenRepository
 from mlengine.testing.services import PROJECT, ServiceHarness, service_harness
 
@@ -129,6 +131,36 @@ def test_websockets_are_relayed(h: ServiceHarness) -> None:
     with pytest.raises(WebSocketDenialResponse) as info, h.client.websocket_connect(proxy() + "ws"):
         pass
     assert info.value.status_code == 401
+
+
+def test_only_the_proxy_knows_the_upstream_key(h: ServiceHarness) -> None:
+    """The proxy replaces a client's upstream key with the service's own, for HTTP and
+    websockets; connecting to the port directly without it is refused."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    key = (h.manager.directory(PROJECT, "web") / KEY_FILE).read_text()
+    forged = {UPSTREAM_KEY_HEADER: "forged"}
+    echo = h.api("GET", proxy() + "echo", headers=forged).json()
+    assert [v for k, v in echo["headers"] if k == UPSTREAM_KEY_HEADER.lower()] == [key]
+    with h.client.websocket_connect(proxy() + "ws", headers={**h.auth, **forged}) as ws:
+        ws.send_text("hi")
+        assert ws.receive_text() == "echo:hi"
+
+    port = int(h.handle("web")["port"])
+    assert httpx.get(f"http://127.0.0.1:{port}{proxy()}echo", headers=forged, trust_env=False).status_code == 403
+
+    async def direct_websocket() -> str:
+        try:
+            async with connect(f"ws://127.0.0.1:{port}{proxy()}ws", additional_headers=forged, proxy=None) as ws:
+                await ws.send("hi")
+                return str(await ws.recv())
+        except (ConnectionClosed, InvalidStatus) as refused:
+            return type(refused).__name__
+
+    assert asyncio.run(direct_websocket()) in ("ConnectionClosedError", "ConnectionClosedOK", "InvalidStatus")
 
 
 def test_rest_resource_and_lifecycle(h: ServiceHarness) -> None:

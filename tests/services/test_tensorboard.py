@@ -1,19 +1,24 @@
 """The tensorboard service kind (issue 13.3): the conformance suite, then one real TensorBoard
 through the authenticated proxy showing a logdir's scalars, confined (no server secrets in its
-environment, no_new_privs), and the remote-logdir copy."""
+environment, no_new_privs) and reachable only through the proxy (a local client or a confined
+replica gets 403 and cannot read its key), and the remote-logdir copy."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from mlengine.config import load_settings
 from mlengine.errors import Code, MLEngineError
 from mlengine.services import ServiceContext, ServiceInstance, ServiceKind
+from mlengine.services._base import UPSTREAM_KEY_HEADER
 from mlengine.services.kinds.tensorboard import (
+    KEY_FILE,
     TensorBoardKind,
     ensure_job_tensorboard,
     ensure_tensorboard,
@@ -110,6 +115,15 @@ def test_scalars_through_the_proxy_confined(tmp_path: Path, monkeypatch: pytest.
         series = h.api("GET", prefix + "data/plugin/scalars/scalars", params={"run": "train", "tag": "epoch_loss"})
         assert [point[1] for point in series.json()] == [0, 1, 2, 3, 4]
 
+        # Only the proxy gets in: a local client, or a process confined like a trainer, reads nothing.
+        port = int(h.handle("tb-job_1")["port"])
+        direct = f"http://127.0.0.1:{port}{prefix}data/plugin/scalars/tags"
+        assert httpx.get(direct, trust_env=False).status_code == 403
+        assert httpx.get(direct, headers={UPSTREAM_KEY_HEADER: "guessed"}, trust_env=False).status_code == 403
+        key_file = h.manager.directory(PROJECT, "tb-job_1") / KEY_FILE
+        assert _as_a_trainer(h.context.settings, tmp_path, key_file, direct) == {"read": "PermissionError",
+                                                                                  "GET": 403}
+
         pid = int(h.handle("tb-job_1")["pid"])
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert not any(item.startswith(b"AWS_SECRET_ACCESS_KEY") for item in environ)
@@ -128,6 +142,43 @@ def test_scalars_through_the_proxy_confined(tmp_path: Path, monkeypatch: pytest.
             ensure_job_tensorboard(h.manager, PROJECT, "job_2", {})
         assert info.value.code is Code.FAILED_PRECONDITION and "jobDir" in info.value.message
     assert logdir_service_name("gs://b/x") == logdir_service_name("gs://b/x") != logdir_service_name("gs://b/y")
+
+
+PROBE = r"""
+import json, sys, urllib.request, urllib.error
+seen = {}
+try:
+    open(sys.argv[1]).read()
+    seen["read"] = "ok"
+except OSError as error:
+    seen["read"] = type(error).__name__
+try:
+    seen["GET"] = urllib.request.urlopen(sys.argv[2], timeout=10).status
+except urllib.error.HTTPError as error:
+    seen["GET"] = error.code
+print(json.dumps(seen))
+"""
+
+
+def _as_a_trainer(settings: Any, tmp_path: Path, key_file: Path, url: str) -> dict[str, Any]:
+    """What a process confined with the replicas' hidden paths reads and gets from ``url``."""
+    import subprocess
+    import sys
+
+    from mlengine.core.sandbox import SandboxPolicy
+    from mlengine.jobs.sandboxing import hidden_paths
+
+    work = tmp_path / "replica"
+    (work / "home").mkdir(parents=True)
+    (work / "tmp").mkdir()
+    policy = SandboxPolicy(hidden=tuple(hidden_paths(settings)), writable=(str(work),),
+                           private=(str(work / "home"), str(work / "tmp")))
+    argv = [sys.executable, "-I", "-m", "mlengine.core.confined", policy.to_json(), "--",
+            sys.executable, "-c", PROBE, str(key_file), url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    seen: dict[str, Any] = json.loads(done.stdout)
+    return seen
 
 
 def test_it_stops_when_idle_by_default(tmp_path: Path) -> None:
