@@ -1,7 +1,8 @@
 """The console's door to notebook instances (issue 14): ``GET .../notebooks/N/open`` takes a
 signed-in browser to the instance's JupyterLab through the server's proxy, the way the job
 page opens TensorBoard: with the session's proxy token (:func:`~mlengine.console.session.mint_proxy_token`),
-handed to the proxy once in the redirect. Not signed in: the sign-in page, then back here.
+handed to the proxy once in the redirect; it is one token for every service of the session, so
+opening a notebook leaves an open TensorBoard tab signed in. Not signed in: the sign-in page, then back here.
 What ``mle notebooks connect`` prints. A GET, so a link works; the session cookie is
 ``SameSite=Strict``, so another site cannot make a signed-in browser follow it."""
 

@@ -10,6 +10,8 @@ the token also stops a same-site page (another port of this host) from acting.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from mlengine.core.iam import Identity
 from mlengine.errors import Code, MLEngineError, invalid
 from mlengine.store.console import ConsoleSessions
+from mlengine.store.tokens import TOKEN_PREFIX
 
 COOKIE = "mle_session"
 SIGNIN_COOKIE = "mle_signin"  # double-submit token of the sign-in form (no session yet)
@@ -77,13 +80,24 @@ def proxy_token_name(session_id: int) -> str:
 
 
 def mint_proxy_token(request: Request, viewer: Viewer) -> str:
-    """A fresh proxy token for this session (replacing an earlier one: secrets are not kept)."""
+    """The session's proxy token, one for every service the session opens (opening a notebook
+    must not sign an open TensorBoard tab out): derived from the session's cookie secret (which
+    only this browser has; the database keeps neither), created when missing."""
     state = main_state(request)
     name = proxy_token_name(viewer.session_id)
+    mac = hmac.new(viewer.secret.encode(), b"mlengine console proxy token", hashlib.sha256).digest()
+    secret = TOKEN_PREFIX + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+    found = state.tokens.lookup(secret)
+    if found is not None and found.name == name:
+        return secret
     state.token_repo.discard(name)
-    _row, secret = state.token_repo.create(name, viewer.identity.member, viewer.identity.groups)
+    try:
+        state.token_repo.create(name, viewer.identity.member, viewer.identity.groups, token=secret)
+    except MLEngineError as error:  # a concurrent open of this session made it first
+        if error.code is not Code.ALREADY_EXISTS:
+            raise
     state.tokens.refresh()
-    return str(secret)
+    return secret
 
 
 def drop_proxy_tokens(request: Request, session_ids: list[int]) -> None:
