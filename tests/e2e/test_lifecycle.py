@@ -86,12 +86,12 @@ def test_capacity_queue_and_job_position(server_factory, echo_package: Path, tmp
     server.api("POST", f"{JOBS}/first:cancel", json={})
     assert server.wait_state("second", ("SUCCEEDED", "FAILED"), timeout=60)["state"] == "SUCCEEDED"
     assert "jobPosition" not in server.job("second")
-    # a job that can never fit fails at once, saying why
+    # a job larger than the machine runs alone, oversubscribed, as `local train --distributed`
+    # would (process mode; machine mode still refuses it: tests/jobs/test_capacity.py)
     body = job_body("too_big", echo_package, scaleTier="CUSTOM", masterType="standard",
                     workerType="standard", workerCount="3")
     server.api("POST", JOBS, json=body)
-    job = server.wait_state("too_big", ("FAILED",), timeout=10)
-    assert "CPU slots" in job["errorMessage"]
+    assert server.wait_state("too_big", ("SUCCEEDED", "FAILED"), timeout=60)["state"] == "SUCCEEDED"
 
 
 def test_max_running_time_is_enforced(server: ServerProcess, echo_package: Path) -> None:

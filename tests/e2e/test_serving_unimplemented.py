@@ -51,7 +51,14 @@ IMPLEMENTED = {"ml.projects.predict", "ml.projects.models.create", "ml.projects.
                "ml.projects.jobs.create", "ml.projects.jobs.get", "ml.projects.jobs.list", "ml.projects.jobs.patch",
                "ml.projects.jobs.cancel", "ml.projects.jobs.getIamPolicy", "ml.projects.jobs.setIamPolicy",
                "ml.projects.jobs.testIamPermissions", "ml.projects.models.getIamPolicy",
-               "ml.projects.models.setIamPolicy", "ml.projects.models.testIamPermissions"}
+               "ml.projects.models.setIamPolicy", "ml.projects.models.testIamPermissions",
+               # the Optimizer (Vizier) API and getConfig (issue 10.8)
+               "ml.projects.getConfig", "ml.projects.locations.get", "ml.projects.locations.list",
+               "ml.projects.locations.operations.get", "ml.projects.locations.operations.cancel",
+               *(f"ml.projects.locations.studies.{m}" for m in ("create", "get", "list", "delete")),
+               *(f"ml.projects.locations.studies.trials.{m}" for m in (
+                   "create", "get", "list", "delete", "suggest", "addMeasurement", "checkEarlyStoppingState",
+                   "complete", "stop", "listOptimalTrials"))}
 
 
 def test_every_discovery_method_answers_for_real_or_501(server: ServerProcess) -> None:

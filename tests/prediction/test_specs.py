@@ -31,7 +31,8 @@ def test_every_field_of_the_discovery_schema_is_decided(name: str, inputs: froze
     assert not undecided, f"{name} fields neither implemented nor refused: {sorted(undecided)}"
     # mlengine's own output: ready and starting replicas of a version; how its runtime differs
     extensions = {"replicas", "warnings", *specs.TRAFFIC_FIELDS,  # and the model's traffic (issue 15)
-                  "monitoringConfig", "trainingData"}  # and monitoring (issue 12)
+                  "monitoringConfig", "trainingData",  # and monitoring (issue 12)
+                  "transformFingerprint"}  # the preprocessing transform it serves (issue 16)
     assert not (inputs | outputs | refused) - fields - extensions, "fields that ml v1 does not have"
 
 
