@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import base64
+import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,22 @@ def _take_keys(decoded: Decoded, key_field: str | None) -> Decoded:
                 decoded.bad[i] = f"The instance has no key field {key_field!r}."
     decoded.keys = keys
     return decoded
+
+
+def _json_table(data: bytes) -> Decoded | None:
+    """The fast path: one JSON object per line and no blank line, parsed by Arrow straight
+    from the shard's bytes (no Python object per line: JSON parsing is most of batch
+    prediction's cost). ``None`` sends anything else to :func:`_json_lines`."""
+    if data[:1] != b"{" or b"\n\n" in data or b"\n\r\n" in data:
+        return None
+    rows = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    import pyarrow.json as pj
+
+    try:
+        table = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=1 << 22))
+    except Exception:  # mixed types, a bad line: line by line
+        return None
+    return Decoded(rows, table=table) if table.num_rows == rows else None
 
 
 def _json_lines(items: list[bytes]) -> Decoded:
@@ -167,7 +184,8 @@ def _utf8(value: bytes) -> bool:
 
 def decode(shard: Shard, data_format: str, key_field: str | None = None, raw_records: bool = False) -> Decoded:
     if data_format in ("JSON", "JSONL"):
-        decoded = _json_lines(shards.lines(shard))
+        data = shards.read_bytes(shard)
+        decoded = _json_table(data) or _json_lines(shards.split_lines(data))
     elif data_format == "CSV":
         decoded = _csv(shards.lines(shard))
     elif data_format == "TEXT":

@@ -192,7 +192,10 @@ def read_bytes(shard: Shard) -> bytes:
 
 
 def lines(shard: Shard) -> list[bytes]:
-    data = read_bytes(shard)
+    return split_lines(read_bytes(shard))
+
+
+def split_lines(data: bytes) -> list[bytes]:
     out = data.split(b"\n")
     if data.endswith(b"\n"):
         out.pop()
