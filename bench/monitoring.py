@@ -41,8 +41,10 @@ sys.path.insert(0, str(ROOT))
 from bench._report import machine, table, write_section  # noqa: E402
 
 PEERS = {
-    "whylogs": ["whylogs==1.6.4", "pandas", "pyarrow"],
-    "evidently": ["evidently==0.7.14", "pandas", "pyarrow"],
+    # Pinned to what each was released against: whylogs 1.6 uses np.unicode_ (gone in NumPy 2),
+    # Evidently 0.7 a pandas 2 internal (gone in pandas 3).
+    "whylogs": ["whylogs==1.6.4", "numpy<2", "pandas<2.3", "pyarrow<18"],
+    "evidently": ["evidently==0.7.14", "pandas<3", "pyarrow"],
 }
 PEER_SCRIPT = r'''
 import json, sys, time
@@ -123,10 +125,14 @@ def time_duckdb(path: Path) -> float:
 def peer_python(name: str, cache: Path) -> Path:
     venv = cache / "venvs" / name
     python = venv / "bin" / "python"
-    if not python.exists():
+    stamp = venv / "mlengine-bench-requirements.txt"
+    wanted = "\n".join(PEERS[name])
+    if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
         uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
-        subprocess.run([uv, "venv", "--python", sys.executable, str(venv)], check=True)
+        if not python.exists():
+            subprocess.run([uv, "venv", "--python", sys.executable, str(venv)], check=True)
         subprocess.run([uv, "pip", "install", "--python", str(python), *PEERS[name]], check=True)
+        stamp.write_text(wanted)
     return python
 
 

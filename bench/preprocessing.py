@@ -6,9 +6,10 @@ generated rides (the sample's schema):
 - Beam DaskRunner on a two-node local Dask cluster (two worker processes, one thread each).
 
 Each variant runs in its own process; rows/s over its wall time and its peak memory (largest
-resident set of the process and its children). Beam and Dask must be importable: run it with
-the preprocessing job's environment on ``PYTHONPATH`` or after ``pip install mlengine[beam]``
-in a separate venv. Run alone on an idle machine:
+resident set of the process and its children). Beam and Dask run in the overlay preprocessing
+jobs use (``mlengine.core.runtimes.BEAM_REQUIREMENTS``, built by uv into ``--cache`` on first
+use, on ``PYTHONPATH`` of the Beam variants). Writes docs/benchmarks.md, section
+``preprocessing``. Run alone on an idle machine:
 
     python bench/preprocessing.py --rows 1000000
 """
@@ -100,11 +101,22 @@ def child(variant: str, source: str, out: str, workers: int) -> None:
         raise SystemExit(f"unknown variant {variant}")
 
 
-def measure(variant: str, source: Path, rows: int, workers: int) -> dict[str, Any]:
+def beam_pythonpath(cache: Path) -> list[str]:
+    """The Beam overlay preprocessing jobs run in (built once into ``cache``)."""
+    sys.path.insert(0, str(REPO / "src"))
+    from mlengine.core.environments import EnvironmentCache
+    from mlengine.core.runtimes import BEAM_REQUIREMENTS
+
+    return list(EnvironmentCache(cache / "envs").prepare([], requirements=BEAM_REQUIREMENTS).pythonpath)
+
+
+def measure(variant: str, source: Path, rows: int, workers: int, beam: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as out:
         started = time.monotonic()
         # Beam's worker processes import the sample's modules by name: the sample on PYTHONPATH.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SAMPLE), os.environ.get("PYTHONPATH")]))}
+        extra = [] if variant == "pandas" else beam
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(SAMPLE), *extra, os.environ.get("PYTHONPATH")]))}
         proc = subprocess.run([sys.executable, __file__, "--child", variant, "--source", str(source),
                                "--out", out, "--workers", str(workers)], capture_output=True, text=True, env=env)
         seconds = time.monotonic() - started
@@ -123,6 +135,8 @@ def main() -> None:
     parser.add_argument("--child", default=None)
     parser.add_argument("--source", default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "mlengine-bench")
+    parser.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args()
     if args.child:
         child(args.child, args.source, args.out, args.workers)
@@ -133,8 +147,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-prep-") as tmp:
         source = Path(tmp) / "rides.csv"
         generate(source, args.rows)
-        results = [measure(v, source, args.rows, args.workers) for v in args.variants.split(",")]
+        beam = beam_pythonpath(args.cache) if args.variants != "pandas" else []
+        results = [measure(v, source, args.rows, args.workers, beam) for v in args.variants.split(",")]
     print(json.dumps({"rows": args.rows, "workers": args.workers, "results": results}, indent=2))
+    if not args.no_write:
+        write(args.rows, args.workers, results)
+
+
+NAMES = {"pandas": "pandas, one process", "beam-in-memory": "Beam DirectRunner, in_memory",
+         "beam-multi-processing": "Beam DirectRunner, multi_processing ({w} processes)",
+         "beam-dask": "Beam DaskRunner, local Dask cluster ({w} workers x 1 thread)"}
+
+
+def write(rows: int, workers: int, results: list[dict[str, Any]]) -> None:
+    sys.path.insert(0, str(REPO))
+    from bench._report import machine, table, write_section
+
+    body = [f"## Preprocessing (`bench/preprocessing.py`)\n\nThe taxifare sample's preprocessing (clean, "
+            f"split, sharded CSV, analyze pass) over {rows:,} generated rides, each variant in its own "
+            f"process ({machine()}). Peak memory: the largest resident set of the variant's process "
+            "or its children.\n"]
+    rows_out = []
+    for r in results:
+        name = NAMES.get(r["variant"], r["variant"]).format(w=workers)
+        if "error" in r:
+            rows_out.append([name, "failed", "", ""])
+        else:
+            rows_out.append([name, f"{r['seconds']:.2f}", f"{r['rows_per_s']:,}", str(r["peak_mb"])])
+    body.append(table(["variant", "seconds", "rows/s", "peak MB"], rows_out))
+    write_section("preprocessing", "\n".join(body))
+    print("wrote docs/benchmarks.md (section preprocessing)")
 
 
 if __name__ == "__main__":

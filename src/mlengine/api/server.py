@@ -155,11 +155,14 @@ def build_monitoring(settings: Settings, db: Any, serving: Any) -> Any:
 
 def build_services(settings: Settings, db: Any, token_repo: Any = None) -> dict[str, Any]:
     """Services: the built-in kinds (notebook, tensorboard), then ``MLE_SERVICE_KINDS``, and their manager."""
+    from mlengine.core.environments import EnvironmentCache
+    from mlengine.jobs import sandboxing
     from mlengine.services import ServiceContext, ServiceRegistry, load_service_kind
     from mlengine.services.manager import ServiceManager
     from mlengine.store.services import ServiceRepository
 
-    context = ServiceContext(settings, db, token_repo)
+    environments = EnvironmentCache(settings.envs_dir, confinement=sandboxing.build_confinement(settings))
+    context = ServiceContext(settings, db, token_repo, environments)
     from mlengine.services.kinds.notebook import NotebookKind
     from mlengine.services.kinds.tensorboard import TensorBoardKind
 

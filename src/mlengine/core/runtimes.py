@@ -54,6 +54,10 @@ _IMAGE_RE = re.compile(
     r"\.(?P<major>\d+)-(?P<minor>\d+)(?:\.py(?P<py>\d)(?P<pyminor>\d{1,2}))?"
     r"(?::[A-Za-z0-9_.-]+|@sha256:[0-9a-f]{64})?$"
 )
+#: Apache Beam with its Dask runner's dependencies: what preprocessing jobs and notebook kernels
+#: add to the server's environment (Beam pins protobuf and pyarrow below the server's versions, so
+#: it is an overlay uv builds per use, never installed beside the server: docs/preprocessing.md).
+BEAM_REQUIREMENTS = ("apache-beam[dask]==2.77.0",)
 _RUNTIME_VERSION_RE = re.compile(r"^\d+(\.\d+){1,2}$")
 _PYTHON_VERSION_RE = re.compile(r"^\d+\.\d+$")
 

@@ -25,6 +25,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from mlengine.core.runtimes import BEAM_REQUIREMENTS
 from mlengine.errors import Code, MLEngineError
 from mlengine.jobs.executors import Placement, ReplicaRequest
 from mlengine.jobs.kinds import JobKind, KindContext, Outcome, ReplicaCommand, ReplicaResult, SandboxPaths, Submission
@@ -37,8 +38,6 @@ from mlengine.store.models import JobRow
 from mlengine.training.kind import check_uris, local_job_dir
 from mlengine.training.preparation import fetch_packages
 
-#: What the job's environment adds to the server's: Beam with its Dask runner's dependencies.
-BEAM_REQUIREMENTS = ("apache-beam[dask]==2.77.0",)
 #: Where a pipeline leaves the transform it analysed, relative to its jobDir.
 TRANSFORM_FILE = "transform/transform.json"
 DRIVER, WORKER = "driver", "worker"

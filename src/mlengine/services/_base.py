@@ -118,6 +118,9 @@ class ServiceContext:
     #: The server's token repository (a kind that revokes a token must use this one, so the
     #: API's token cache sees the change at once); ``None`` in tests without one.
     tokens: TokenRepository | None = None
+    #: The server's environment cache (:class:`mlengine.core.environments.EnvironmentCache`):
+    #: notebook kernels get Apache Beam from it; ``None`` in tests without one.
+    environments: Any = None
 
 
 @dataclass(frozen=True)

@@ -85,10 +85,11 @@ class ServiceHarness:
 
 
 @contextlib.contextmanager
-def service_harness(kind_class: type[ServiceKind],
-                    settings: Mapping[str, Any] | None = None) -> Iterator[ServiceHarness]:
+def service_harness(kind_class: type[ServiceKind], settings: Mapping[str, Any] | None = None,
+                    environments: bool = False) -> Iterator[ServiceHarness]:
     """Everything the lifecycle test needs (``settings``: overrides for ``load_settings``,
-    e.g. ``service_proxy_wait_seconds``); deletes every service it started on exit."""
+    e.g. ``service_proxy_wait_seconds``; ``environments``: give the kind the server's
+    environment cache, as ``mle server`` does); deletes every service it started on exit."""
     with warnings.catch_warnings():
         # Starlette prefers httpx2 for its TestClient and warns when it falls back to httpx.
         warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
@@ -108,7 +109,13 @@ def service_harness(kind_class: type[ServiceKind],
     resolved = load_settings(home=home, database_url=f"sqlite:///{home / 'mlengine.db'}", **(settings or {}))
     db = open_database(resolved.resolved_database_url)
     tokens = TokenRepository(db)
-    context = ServiceContext(resolved, db, tokens)
+    cache = None
+    if environments:
+        from mlengine.core.environments import EnvironmentCache
+        from mlengine.jobs.sandboxing import build_confinement
+
+        cache = EnvironmentCache(resolved.envs_dir, confinement=build_confinement(resolved))
+    context = ServiceContext(resolved, db, tokens, cache)
     kind = kind_class(context)
     admin, token = tokens.create("admin")
     policies = PolicyStore(db)

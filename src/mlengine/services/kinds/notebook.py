@@ -29,15 +29,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mlengine.config import Settings
-from mlengine.errors import invalid
+from mlengine.core.runtimes import BEAM_REQUIREMENTS
+from mlengine.errors import MLEngineError, invalid
 from mlengine.services._base import (
     ServiceCommand,
     ServiceInstance,
@@ -46,6 +48,8 @@ from mlengine.services._base import (
     new_secret,
     read_secret,
 )
+
+log = logging.getLogger("mlengine.services")
 
 #: The owner's token, written by the notebooks API into the service directory (mode 0600).
 TOKEN_FILE = "owner_token"
@@ -137,7 +141,8 @@ class NotebookKind(ServiceKind):
         home, tmp, jupyter = root / "home", root / "tmp", root / "jupyter"
         for d in (home, tmp, jupyter / "runtime", jupyter / "config", jupyter / "data"):
             d.mkdir(parents=True, exist_ok=True)
-        self._write_kernel_spec(instance, jupyter / "share" / "kernels" / "python3")
+        beam_path = self._beam_pythonpath()
+        self._write_kernel_spec(instance, jupyter / "share" / "kernels" / "python3", beam_path)
         new_secret(root / JUPYTER_TOKEN_FILE)
         config = root / "jupyter_server_config.py"
         config.write_text(_server_config(instance, disk, root / JUPYTER_TOKEN_FILE))
@@ -159,13 +164,29 @@ class NotebookKind(ServiceKind):
         ]
         # `env -i`: the process gets exactly the allow-listed environment, not the server's.
         argv = ["env", "-i", *(f"{k}={v}" for k, v in sorted(env.items())),
-                *confined_prefix(settings, root, disk, str(instance.spec.get("gitRemote") or "")),
+                *confined_prefix(settings, root, disk, str(instance.spec.get("gitRemote") or ""), readable=beam_path),
                 *jupyter_argv]
         return ServiceCommand(argv=argv, cwd=disk)
 
-    def _write_kernel_spec(self, instance: ServiceInstance, where: Path) -> None:
+    def _beam_pythonpath(self) -> list[str]:
+        """Apache Beam for the kernels: the same cached overlay preprocessing jobs run in
+        (built by uv on first use; seconds with a warm cache). Without it (no environment
+        cache, or uv cannot build it, e.g. offline) kernels start without Beam, logged."""
+        environments = self.context.environments
+        if environments is None:
+            return []
+        try:
+            env = environments.prepare([], requirements=BEAM_REQUIREMENTS)
+        except MLEngineError as exc:
+            log.warning("notebook kernels start without Apache Beam: %s", exc.message)
+            return []
+        return list(env.pythonpath)
+
+    def _write_kernel_spec(self, instance: ServiceInstance, where: Path, pythonpath: Sequence[str] = ()) -> None:
         where.mkdir(parents=True, exist_ok=True)
         kernel_env = {"MLE_PROJECT": instance.project, "MLE_NOTEBOOK": instance.name}
+        if pythonpath:  # kernels only: JupyterLab itself keeps the server's packages
+            kernel_env["PYTHONPATH"] = os.pathsep.join(pythonpath)
         url = _read(instance.directory / URL_FILE) or self.context.settings.api_url
         token = _read(instance.directory / TOKEN_FILE)
         if url:
@@ -223,7 +244,8 @@ class NotebookKind(ServiceKind):
         return max(ended) if ended else None
 
 
-def confined_prefix(settings: Settings, service_dir: Path, disk: Path, remote: str = "") -> list[str]:
+def confined_prefix(settings: Settings, service_dir: Path, disk: Path, remote: str = "",
+                    readable: Sequence[str] = ()) -> list[str]:
     """``python -I -m mlengine.core.confined POLICY --``: what follows runs in the sandbox."""
     from mlengine.core.sandbox import SandboxPolicy
     from mlengine.jobs.sandboxing import hidden_paths
@@ -241,7 +263,9 @@ def confined_prefix(settings: Settings, service_dir: Path, disk: Path, remote: s
         local = _local_remote(remote)
         if local and os.path.isdir(local):
             writable.append(os.path.realpath(local))
-        policy = SandboxPolicy(hidden=tuple(hidden), readable=(), writable=tuple(writable), private=private)
+        # ``readable``: the kernels' Beam overlay, inside the (hidden) environment cache.
+        policy = SandboxPolicy(hidden=tuple(hidden), readable=tuple(os.path.realpath(p) for p in readable),
+                               writable=tuple(writable), private=private)
     return [sys.executable, "-I", "-m", "mlengine.core.confined", policy.to_json(), "--"]
 
 
