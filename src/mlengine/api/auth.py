@@ -253,20 +253,15 @@ async def target_resource(request: Request) -> str:
     """The resource a request acts on, from its path parameters (see the module doc)."""
     params = request.path_params
     project = params.get("project")
-    if not isinstance(project, str):
-        return iam.SERVER
-    if "job" in params:
-        return iam.job_resource(project, params["job"])
-    if "model" in params:
-        return iam.model_resource(project, params["model"])
-    if "operation" in params:
+    if isinstance(project, str) and "operation" in params and "job" not in params and "model" not in params:
         runner = getattr(request.app.state, "operations", None)
         target = None
         if runner is not None:
             target = await run_in_threadpool(_operation_target, runner, project, params["operation"])
         if target and target.startswith(iam.project_resource(project) + "/"):
             return "/".join(target.split("/")[:4])
-    return iam.project_resource(project)
+        return iam.project_resource(project)
+    return iam.path_resource(params)
 
 
 async def authorize(request: Request) -> None:

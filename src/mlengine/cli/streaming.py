@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -25,16 +26,18 @@ def _progress_text(job: dict[str, Any]) -> str | None:
 
 
 def stream_logs(
-    c: Any, project: str, job_id: str, *, task_name: str | None = None, interval: float = 1.0
+    c: Any, project: str, job_id: str, *, task_name: str | None = None, interval: float = 1.0,
+    progress_text: Callable[[dict[str, Any]], str | None] = _progress_text,
 ) -> dict[str, Any]:
     """Print ``TIMESTAMP SEVERITY TASK message`` lines until the job ends; return the Job.
+    ``progress_text`` is the status line for the job as last read (None: no line).
 
     Ctrl-C stops following (the job keeps running) and exits 130.
     """
     progress = output.Progress()
 
     def on_job(job: dict[str, Any]) -> None:
-        text = _progress_text(job)
+        text = progress_text(job)
         if text:
             progress.update(text)
         else:

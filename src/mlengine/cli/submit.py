@@ -23,10 +23,10 @@ from mlengine.cli.core import (
     project_of,
     project_option,
 )
+from mlengine.cli.packages import job_exists, local_package, stage_all
 from mlengine.cli.streaming import require_success
 from mlengine.cli.streaming import stream_logs as follow_logs
 from mlengine.core.names import JOB_ID_RE, validate_labels
-from mlengine.errors import Code, MLEngineError
 from mlengine.training.cluster import SCALE_TIERS, UNSUPPORTED_TIERS, replica_counts
 
 MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -79,21 +79,6 @@ def load_config(path: str) -> dict[str, Any]:
         ):
             raise bad("trainingInput.packageUris must be a list of strings")
     return data
-
-
-def local_package(uri: str, source: str) -> Path | None:
-    """The local file a package entry names (must exist), or None for a remote URI."""
-    from mlengine.storage import uris
-
-    if not uris.is_local(uri):
-        return None
-    try:
-        path = uris.local_path(uri)
-    except Exception as err:  # noqa: BLE001 - MLEngineError with a message
-        raise click.BadParameter(str(err), param_hint=source) from None
-    if not path.is_file():
-        raise click.BadParameter(f"package file {uri} does not exist", param_hint=source)
-    return path
 
 
 def build_training_input(config: dict[str, Any], flags: dict[str, Any], user_args: tuple[str, ...]) -> dict[str, Any]:
@@ -288,37 +273,6 @@ def replica_configs(
             config["imageUri"] = image_uri
         out[field] = config
     return out
-
-
-def job_exists(c: Any, project: str, job: str) -> bool:
-    """Checked before building and uploading (the server checks again on create)."""
-    try:
-        c.get_job(project, job)
-    except MLEngineError as err:
-        if err.code is Code.NOT_FOUND:
-            return False
-        raise
-    return True
-
-
-def stage_all(
-    c: Any, project: str, job: str, files: list[tuple[str, Path | None]],
-    staging_bucket: str | None, job_dir: str | None, server_info: dict[str, Any],
-) -> list[str]:
-    """Package URIs for the job: remote URIs unchanged, local files staged or uploaded."""
-    from mlengine.client.staging import PackageStager
-    from mlengine.core.packaging import validate_package_archive
-
-    stager = PackageStager(c, project, job, staging_bucket=staging_bucket, job_dir=job_dir,
-                           log=output.status, server_info=server_info)
-    result: list[str] = []
-    for uri, path in files:
-        if path is None:
-            result.append(uri)
-            continue
-        validate_package_archive(path)
-        result.append(stager.stage(path))
-    return result
 
 
 from mlengine.cli.submit_prediction import prediction  # noqa: E402 - `mle jobs submit prediction`

@@ -9,7 +9,7 @@ import click
 
 from mlengine.cli import output
 from mlengine.cli.core import GcloudChoice, client, parse_key_values, parse_list, project_of, project_option
-from mlengine.cli.streaming import require_success
+from mlengine.cli.streaming import require_success, stream_logs
 from mlengine.core.names import JOB_ID_RE, validate_labels
 
 #: gcloud's spellings (any case, ``-`` or ``_``: ``tf-record``, ``TF_RECORD``); values are the API's.
@@ -36,32 +36,8 @@ def progress_text(job: dict[str, Any], started: float, now: float) -> str | None
 
 def follow(c: Any, project: str, job_id: str) -> dict[str, Any]:
     """Print the job's logs with a progress line until it ends; return the Job."""
-    from mlengine.client.follow import follow_job
-
-    progress = output.Progress()
     started = time.monotonic()
-
-    def on_job(job: dict[str, Any]) -> None:
-        text = progress_text(job, started, time.monotonic())
-        if text:
-            progress.update(text)
-        else:
-            progress.stop()
-
-    def on_entries(entries: list[dict[str, Any]]) -> None:
-        progress.pause()
-        for entry in entries:
-            click.echo(output.format_entry(entry))
-        progress.resume()
-
-    try:
-        return follow_job(c, project, job_id, on_entries=on_entries, on_job=on_job)
-    except KeyboardInterrupt:
-        progress.stop()
-        output.status(f"Stopped streaming logs; job [{job_id}] keeps running.")
-        raise SystemExit(130) from None
-    finally:
-        progress.stop()
+    return stream_logs(c, project, job_id, progress_text=lambda job: progress_text(job, started, time.monotonic()))
 
 
 @click.command("prediction")

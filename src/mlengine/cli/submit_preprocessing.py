@@ -10,50 +10,10 @@ import click
 
 from mlengine.cli import output
 from mlengine.cli.core import client, fail, parse_key_values, parse_list, project_of, project_option
+from mlengine.cli.packages import job_exists, local_package, stage_all
 from mlengine.cli.streaming import require_success
 from mlengine.cli.streaming import stream_logs as follow_logs
 from mlengine.core.names import JOB_ID_RE, validate_labels
-
-
-def _local(uri: str) -> Path | None:
-    """The local file a --packages entry names (must exist), None for a remote URI."""
-    from mlengine.storage import uris
-
-    if not uris.is_local(uri):
-        return None
-    path = uris.local_path(uri)
-    if not path.is_file():
-        raise click.BadParameter(f"package file {uri} does not exist", param_hint="'--packages'")
-    return path
-
-
-def _exists(c: Any, project: str, job: str) -> bool:
-    from mlengine.errors import Code, MLEngineError
-
-    try:
-        c.get_job(project, job)
-    except MLEngineError as err:
-        if err.code is Code.NOT_FOUND:
-            return False
-        raise
-    return True
-
-
-def _stage(c: Any, project: str, job: str, files: list[tuple[str, Path | None]], staging_bucket: str | None,
-           job_dir: str | None, server_info: dict[str, Any]) -> list[str]:
-    """Package URIs for the job: remote URIs unchanged, local files staged or uploaded (as training)."""
-    from mlengine.client.staging import PackageStager
-    from mlengine.core.packaging import validate_package_archive
-
-    stager = PackageStager(c, project, job, staging_bucket=staging_bucket, job_dir=job_dir,
-                           log=output.status, server_info=server_info)
-    staged = []
-    for uri, path in files:
-        if path is not None:
-            validate_package_archive(path)
-        staged.append(uri if path is None else stager.stage(path))
-    return staged
-
 
 RUNNERS = {"direct": "DirectRunner", "directrunner": "DirectRunner", "dask": "DaskRunner", "daskrunner": "DaskRunner"}
 
@@ -111,11 +71,11 @@ def preprocessing(job: str, user_args: tuple[str, ...], project: str | None, pac
                 "args": list(user_args) or None}
     pi.update({k: v for k, v in optional.items() if v is not None})
     job_labels = validate_labels(parse_key_values(labels, "--labels"))
-    resolved = [(uri, _local(uri)) for uri in parse_list(packages)]
+    resolved = [(uri, local_package(uri, "'--packages'")) for uri in parse_list(packages)]
     project_name = project_of(project)
     c = client()
     server_info = c.server_info()
-    if _exists(c, project_name, job):
+    if job_exists(c, project_name, job):
         raise fail(f"Job projects/{project_name}/jobs/{job} already exists.")
     with tempfile.TemporaryDirectory(prefix="mle-submit-") as tmp:
         files: list[tuple[str, Path | None]] = []
@@ -126,7 +86,7 @@ def preprocessing(job: str, user_args: tuple[str, ...], project: str | None, pac
                 built = build_sdist(Path(package_path).absolute(), Path(tmp), log=None)
             files.append((built.name, built))
         files += resolved
-        pi["packageUris"] = _stage(c, project_name, job, files, staging_bucket, pi.get("jobDir"), server_info)
+        pi["packageUris"] = stage_all(c, project_name, job, files, staging_bucket, pi.get("jobDir"), server_info)
         body: dict[str, Any] = {"jobId": job, "preprocessingInput": pi}
         if job_labels:
             body["labels"] = job_labels

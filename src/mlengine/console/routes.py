@@ -55,15 +55,7 @@ class SignInRequired(Exception):
 
 
 def resource_of(request: Request) -> str:
-    params = request.path_params
-    project = params.get("project")
-    if not isinstance(project, str):
-        return iam.SERVER
-    if "job" in params:
-        return iam.job_resource(project, params["job"])
-    if "model" in params:
-        return iam.model_resource(project, params["model"])
-    return iam.project_resource(project)
+    return iam.path_resource(request.path_params)
 
 
 def route_permission(request: Request) -> str:

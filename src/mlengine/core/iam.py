@@ -211,6 +211,19 @@ def model_resource(project: str, model: str) -> str:
     return f"projects/{project}/models/{model}"
 
 
+def path_resource(params: Mapping[str, Any]) -> str:
+    """The resource a route's path parameters name: its job, else its model, else its project
+    (the server for a route without a project)."""
+    project = params.get("project")
+    if not isinstance(project, str):
+        return SERVER
+    if "job" in params:
+        return job_resource(project, params["job"])
+    if "model" in params:
+        return model_resource(project, params["model"])
+    return project_resource(project)
+
+
 def chain(resource: str) -> tuple[str, ...]:
     """The resources whose policies apply to ``resource``, broadest first: the server, the
     project, then the job or model (a version's or an operation's target reduced to its model)."""

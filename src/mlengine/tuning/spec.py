@@ -180,7 +180,8 @@ def format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(float(value))
 
 
-def _number(value: Any, field: str) -> float:
+def parse_number(value: Any, field: str) -> float:
+    """A finite number (JSON number or numeric string); INVALID_ARGUMENT naming ``field``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise invalid(field, f"must be a number, got {value!r}")
     try:
@@ -195,7 +196,7 @@ def _number(value: Any, field: str) -> float:
 def _integer(value: Any, field: str, minimum: int, default: int) -> int:
     if value is None:
         return default
-    number = _number(value, field)
+    number = parse_number(value, field)
     if not number.is_integer():
         raise invalid(field, f"must be an integer, got {value!r}")
     if number < minimum:
@@ -238,7 +239,7 @@ def _param(raw: Any, field: str) -> ParamSpec:
         for key in ("minValue", "maxValue"):
             if key not in present:
                 raise invalid(f"{field}.{key}", f"is required for a {kind} parameter")
-            number = _number(raw[key], f"{field}.{key}")
+            number = parse_number(raw[key], f"{field}.{key}")
             if kind == "INTEGER" and not number.is_integer():
                 raise invalid(f"{field}.{key}", f"must be an integer for an INTEGER parameter, got {raw[key]!r}")
             bounds.append(number)
@@ -275,7 +276,7 @@ def _param(raw: Any, field: str) -> ParamSpec:
         raise invalid(f"{field}.discreteValues", "is required: a non-empty list of numbers")
     if len(values) > MAX_DISCRETE_VALUES:
         raise invalid(f"{field}.discreteValues", f"holds {len(values)} values; at most {MAX_DISCRETE_VALUES}")
-    numbers = [_number(v, f"{field}.discreteValues[{i}]") for i, v in enumerate(values)]
+    numbers = [parse_number(v, f"{field}.discreteValues[{i}]") for i, v in enumerate(values)]
     for i in range(1, len(numbers)):
         if numbers[i] <= numbers[i - 1]:
             raise invalid(f"{field}.discreteValues[{i}]",

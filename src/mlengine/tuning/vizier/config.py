@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mlengine.errors import Code, MLEngineError, invalid
-from mlengine.tuning.spec import ParamSpec, TuningSpec, format_number, parse_hyperparameters
+from mlengine.tuning.spec import ParamSpec, TuningSpec, format_number, parse_hyperparameters, parse_number
 
 ALGORITHMS = ("ALGORITHM_UNSPECIFIED", "GAUSSIAN_PROCESS_BANDIT", "GRID_SEARCH", "RANDOM_SEARCH")
 GOALS = ("MAXIMIZE", "MINIMIZE")
@@ -243,18 +243,6 @@ def to_vizier(param: ParamSpec, internal: Any) -> dict[str, Any]:
     return out
 
 
-def _number(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise invalid(field, f"must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise invalid(field, f"must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise invalid(field, f"must be a finite number, got {value!r}")
-    return number
-
-
 def to_internal(param: ParamSpec, raw: Mapping[str, Any], field: str) -> Any:
     """The Optuna value of a user-given ``Trial.Parameter`` (checked against the spec)."""
     if param.type == "CATEGORICAL":
@@ -263,14 +251,14 @@ def to_internal(param: ParamSpec, raw: Mapping[str, Any], field: str) -> Any:
             raise invalid(f"{field}.stringValue", f"{value!r} is not one of {', '.join(param.categories)}")
         return value
     if param.type == "DISCRETE":
-        number = _number(raw.get("floatValue"), f"{field}.floatValue")
+        number = parse_number(raw.get("floatValue"), f"{field}.floatValue")
         for index, allowed in enumerate(param.discrete):
             if math.isclose(number, allowed, rel_tol=1e-12, abs_tol=1e-12):
                 return index
         raise invalid(f"{field}.floatValue", f"{format_number(number)} is not one of the discrete values "
                       + ", ".join(format_number(v) for v in param.discrete))
     key = "intValue" if param.type == "INTEGER" else "floatValue"
-    number = _number(raw.get(key), f"{field}.{key}")
+    number = parse_number(raw.get(key), f"{field}.{key}")
     low, high = param.bounds()
     if param.type == "INTEGER" and not number.is_integer():
         raise invalid(f"{field}.intValue", f"must be an integer, got {raw.get(key)!r}")
@@ -314,7 +302,7 @@ def parse_measurement(raw: Any, field: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     step = raw.get("stepCount")
     if step is not None:
-        number = _number(step, f"{field}.stepCount")
+        number = parse_number(step, f"{field}.stepCount")
         if not number.is_integer() or number < 0 or number >= 2**63:
             raise invalid(f"{field}.stepCount", f"must be a non-negative integer, got {step!r}")
         out["stepCount"] = str(int(number))
@@ -332,7 +320,7 @@ def parse_measurement(raw: Any, field: str) -> dict[str, Any]:
             raise invalid(f"{field}.metrics[{i}].metric", "is required: the metric's name")
         if any(m["metric"] == name for m in seen):
             raise invalid(f"{field}.metrics[{i}].metric", f"{name!r} is given twice")
-        seen.append({"metric": name, "value": _number(item.get("value"), f"{field}.metrics[{i}].value")})
+        seen.append({"metric": name, "value": parse_number(item.get("value"), f"{field}.metrics[{i}].value")})
     out["metrics"] = seen
     return out
 
